@@ -1,0 +1,85 @@
+"""The `medssl` command.
+
+Exit codes: 0 success, 2 bad input (a clear message, no traceback), 1 internal error
+(``MEDSSL_DEBUG=1`` shows its traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+import typer
+
+from medssl import __version__
+from medssl.cli._console import err, setup_logging
+from medssl.cli.convert import convert
+from medssl.cli.data import data_app
+from medssl.cli.demo import demo
+from medssl.cli.info import info
+from medssl.io.errors import MedsslError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="medssl",
+    help="Self-supervised learning for medical volumes: CT denoising (Filter2Noise), 3D "
+    "pretraining and nnU-Net fine-tuning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # never print locals: they can hold patient data
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medssl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress messages."),
+) -> None:
+    setup_logging(verbose)
+
+
+app.command()(info)
+app.command()(convert)
+app.command()(demo)
+app.add_typer(data_app, name="data")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and map errors to exit codes (see the module docstring)."""
+    try:
+        result = app(args=argv, prog_name="medssl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:  # usage errors: exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except MedsslError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}", markup=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("MEDSSL_DEBUG"):
+            traceback.print_exc()
+        err.print(
+            f"[bold red]internal error:[/bold red] {type(exc).__name__} (this is a medssl bug; "
+            "rerun with MEDSSL_DEBUG=1 to see the traceback and report it)"
+        )
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,86 @@
+"""`medssl info PATH`: what an image is, without identifying values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from medssl.cli._console import err, out
+from medssl.io import InputError, Volume, detect_format, find_series, read_volume
+
+__all__ = ["info"]
+
+
+def _fmt(values: tuple[float, ...] | list[float], digits: int = 4) -> str:
+    return " x ".join(f"{v:.{digits}g}" for v in values)
+
+
+def _volume_table(path: Path, volume: Volume) -> Table:
+    s = volume.summary()
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    z, y, x = volume.shape
+    table.add_row("path", str(path))
+    table.add_row("format", str(volume.meta.get("format", "?")))
+    if "TransferSyntax" in volume.meta:
+        table.add_row("transfer syntax", str(volume.meta["TransferSyntax"]))
+    modality = volume.modality
+    if modality == "OT" and volume.looks_like_ct():
+        modality = "unknown (values look like CT in HU)"
+    table.add_row("modality", modality)
+    table.add_row("size (x, y, z)", f"{x} x {y} x {z} voxels")
+    table.add_row("spacing (x, y, z)", f"{_fmt(volume.spacing[::-1])} mm")
+    table.add_row("origin (LPS)", f"({', '.join(f'{v:.2f}' for v in volume.origin)}) mm")
+    table.add_row("orientation", f"{volume.orientation} (x, y, z axes point towards these)")
+    d = np.round(volume.direction[:, ::-1], 4)
+    table.add_row("direction (x, y, z columns)", str(d.tolist()))
+    table.add_row("intensity", f"min {s['min']:.6g}, max {s['max']:.6g}, mean {s['mean']:.6g}")
+    for key in ("series_key", "n_files", "SeriesDescription", "Manufacturer", "SliceThickness"):
+        if key in volume.meta:
+            table.add_row(key.replace("_", " "), str(volume.meta[key]))
+    return table
+
+
+def info(
+    path: Path = typer.Argument(..., help="DICOM file or folder, NIfTI, NRRD or MHA/MHD image."),
+    series: str | None = typer.Option(
+        None, "--series", "-s", help="For a folder with several series: which one (N or KEY)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of a table."),
+) -> None:
+    """Describe an image (size, spacing, orientation, modality, intensities, series).
+
+    Prints no patient-identifying values.
+    """
+    if detect_format(path) == "dicom" and path.is_dir() and series is None:
+        found, _ = find_series(path)
+        if len(found) > 1:
+            listing = [s.label(i + 1) for i, s in enumerate(found)]
+            if as_json:
+                out.print_json(json.dumps({"path": str(path), "series": listing}))
+            else:
+                out.print(f"{path}: {len(found)} DICOM series found")
+                for line in listing:
+                    out.print("  " + line)
+                out.print("Describe one with: medssl info PATH --series N")
+            return
+        if not found:
+            raise InputError(
+                "no DICOM image series found",
+                path=path,
+                hint="point medssl at a folder holding the .dcm files of an image series",
+            )
+    volume = read_volume(path, series=series)
+    if as_json:
+        summary = volume.summary()
+        summary["path"] = str(path)
+        out.print_json(json.dumps(summary))
+        return
+    out.print(_volume_table(path, volume))
+    for warning in volume.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")

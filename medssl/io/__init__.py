@@ -1,0 +1,49 @@
+"""Medical volume I/O: the :class:`Volume`, DICOM, NIfTI, NRRD and MetaImage readers and
+writers, the derived-DICOM writer and atomic outputs.
+
+This subpackage imports nothing else of medssl.
+"""
+
+from medssl.io.atomic import atomic_dir, atomic_file, check_not_input, prepare_output
+from medssl.io.dicom_read import SeriesInfo, find_series, is_dicom_file, read_dicom
+from medssl.io.dicom_write import quantise_int16, write_dicom_series
+from medssl.io.errors import InputError, MedsslError, MultipleSeriesError
+from medssl.io.itk_io import ITK_SUFFIXES, from_sitk, read_itk, to_sitk, write_itk
+from medssl.io.load import detect_format, output_format, read_volume, write_volume
+from medssl.io.safe_meta import IDENTIFYING_KEYWORDS, SAFE_KEYWORDS, safe_metadata, series_key
+from medssl.io.uids import canonical_settings, derive_uid
+from medssl.io.volume import DicomSource, Volume, orientation_code
+
+__all__ = [
+    "IDENTIFYING_KEYWORDS",
+    "ITK_SUFFIXES",
+    "SAFE_KEYWORDS",
+    "DicomSource",
+    "InputError",
+    "MedsslError",
+    "MultipleSeriesError",
+    "SeriesInfo",
+    "Volume",
+    "atomic_dir",
+    "atomic_file",
+    "canonical_settings",
+    "check_not_input",
+    "derive_uid",
+    "detect_format",
+    "find_series",
+    "from_sitk",
+    "is_dicom_file",
+    "orientation_code",
+    "output_format",
+    "prepare_output",
+    "quantise_int16",
+    "read_dicom",
+    "read_itk",
+    "read_volume",
+    "safe_metadata",
+    "series_key",
+    "to_sitk",
+    "write_dicom_series",
+    "write_itk",
+    "write_volume",
+]
