@@ -9,7 +9,7 @@ from rich.logging import RichHandler
 
 __all__ = ["err", "out", "setup_logging"]
 
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)  # paths may hold [brackets]
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

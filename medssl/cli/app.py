@@ -10,8 +10,8 @@ import os
 import sys
 import traceback
 
-import click
 import typer
+from rich.markup import escape
 
 from medssl import __version__
 from medssl.cli._console import err, setup_logging
@@ -57,19 +57,15 @@ app.add_typer(data_app, name="data")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI and map errors to exit codes (see the module docstring)."""
+    """Run the CLI and map errors to exit codes (see the module docstring).
+
+    Typer handles usage errors itself (exit 2 with the usage line); medssl's own errors and
+    unexpected exceptions are caught here so that no traceback reaches the user.
+    """
     try:
-        result = app(args=argv, prog_name="medssl", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except click.ClickException as exc:  # usage errors: exit 2
-        exc.show()
-        sys.exit(exc.exit_code)
+        app(args=argv, prog_name="medssl")
     except MedsslError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", markup=True)
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -82,4 +78,3 @@ def main(argv: list[str] | None = None) -> None:
             "rerun with MEDSSL_DEBUG=1 to see the traceback and report it)"
         )
         sys.exit(1)
-    sys.exit(result if isinstance(result, int) else 0)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from rich.markup import escape
 
 from medssl.cli._console import err, out
 from medssl.io import InputError, check_not_input, output_format, read_volume, write_volume
@@ -45,7 +46,7 @@ def convert(
     check_not_input(dst, [src])
     volume = read_volume(src, series=series)
     for warning in volume.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     written = write_volume(
         volume,
         dst,

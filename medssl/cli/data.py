@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from medssl.cli._console import out
-from medssl.data import ARCHIVES, SAMPLES, cache_root, fetch, sample_path
+from medssl.data import ARCHIVES, SAMPLES, cache_root, fetch, is_cached
 from medssl.io import InputError
 
 __all__ = ["data_app"]
@@ -21,7 +21,7 @@ def list_samples() -> None:
     for col in ("name", "what", "archive", "cached"):
         table.add_column(col)
     for name, sample in SAMPLES.items():
-        cached = (sample_path(name) / ".medssl-complete.json").is_file()
+        cached = is_cached(name)
         table.add_row(
             name, sample.description, ARCHIVES[sample.archive].filename, "yes" if cached else ""
         )

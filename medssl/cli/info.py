@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from medssl.cli._console import err, out
 from medssl.io import InputError, Volume, detect_format, find_series, read_volume
@@ -24,25 +26,29 @@ def _volume_table(path: Path, volume: Volume) -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
+
+    def row(key: str, value: str) -> None:
+        table.add_row(key, Text(value))  # Text: no markup parsing of paths and descriptions
+
     z, y, x = volume.shape
-    table.add_row("path", str(path))
-    table.add_row("format", str(volume.meta.get("format", "?")))
+    row("path", str(path))
+    row("format", str(volume.meta.get("format", "?")))
     if "TransferSyntax" in volume.meta:
-        table.add_row("transfer syntax", str(volume.meta["TransferSyntax"]))
+        row("transfer syntax", str(volume.meta["TransferSyntax"]))
     modality = volume.modality
     if modality == "OT" and volume.looks_like_ct():
         modality = "unknown (values look like CT in HU)"
-    table.add_row("modality", modality)
-    table.add_row("size (x, y, z)", f"{x} x {y} x {z} voxels")
-    table.add_row("spacing (x, y, z)", f"{_fmt(volume.spacing[::-1])} mm")
-    table.add_row("origin (LPS)", f"({', '.join(f'{v:.2f}' for v in volume.origin)}) mm")
-    table.add_row("orientation", f"{volume.orientation} (x, y, z axes point towards these)")
+    row("modality", modality)
+    row("size (x, y, z)", f"{x} x {y} x {z} voxels")
+    row("spacing (x, y, z)", f"{_fmt(volume.spacing[::-1])} mm")
+    row("origin (LPS)", f"({', '.join(f'{v:.2f}' for v in volume.origin)}) mm")
+    row("orientation", f"{volume.orientation} (x, y, z axes point towards these)")
     d = np.round(volume.direction[:, ::-1], 4)
-    table.add_row("direction (x, y, z columns)", str(d.tolist()))
-    table.add_row("intensity", f"min {s['min']:.6g}, max {s['max']:.6g}, mean {s['mean']:.6g}")
+    row("direction (x, y, z columns)", str(d.tolist()))
+    row("intensity", f"min {s['min']:.6g}, max {s['max']:.6g}, mean {s['mean']:.6g}")
     for key in ("series_key", "n_files", "SeriesDescription", "Manufacturer", "SliceThickness"):
         if key in volume.meta:
-            table.add_row(key.replace("_", " "), str(volume.meta[key]))
+            row(key.replace("_", " "), str(volume.meta[key]))
     return table
 
 
@@ -83,4 +89,4 @@ def info(
         return
     out.print(_volume_table(path, volume))
     for warning in volume.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")

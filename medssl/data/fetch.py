@@ -39,7 +39,14 @@ from pathlib import Path
 from medssl.data.samples import ARCHIVES, SAMPLES, Archive, Sample
 from medssl.io.errors import InputError, MedsslError
 
-__all__ = ["DataUnavailableError", "cache_root", "fetch", "fetch_archive", "sample_path"]
+__all__ = [
+    "DataUnavailableError",
+    "cache_root",
+    "fetch",
+    "fetch_archive",
+    "is_cached",
+    "sample_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +257,16 @@ def _dest_name(member: str, sample: Sample) -> str | None:
     return None
 
 
+def _marker(name: str) -> Path:
+    """Written after a sample is completely extracted (kept outside the sample's folder)."""
+    return cache_root() / "samples" / f".{name}.complete.json"
+
+
+def is_cached(name: str) -> bool:
+    """Whether a sample is fetched and completely extracted."""
+    return _marker(name).is_file()
+
+
 def sample_path(name: str) -> Path:
     """The folder a sample is (or would be) extracted to."""
     return cache_root() / "samples" / name
@@ -272,7 +289,7 @@ def fetch(name: str) -> Path:
         )
     sample = SAMPLES[name]
     folder = sample_path(name)
-    marker = folder / ".medssl-complete.json"
+    marker = _marker(name)
     if marker.is_file():
         return (folder / sample.main).resolve()
     with _lock(sample.archive):
@@ -296,12 +313,12 @@ def fetch(name: str) -> Path:
                     f"{archive_path.name} holds none of {', '.join(sample.members)}",
                     hint="the archive layout changed; report this to the medssl developers",
                 )
-            (tmp / marker.name).write_text(
-                json.dumps({"archive": ARCHIVES[sample.archive].filename, "files": sorted(written)})
-            )
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(tmp, folder)
+            marker.write_text(
+                json.dumps({"archive": ARCHIVES[sample.archive].filename, "files": sorted(written)})
+            )
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

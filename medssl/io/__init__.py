@@ -12,9 +12,10 @@ from medssl.io.itk_io import ITK_SUFFIXES, from_sitk, read_itk, to_sitk, write_i
 from medssl.io.load import detect_format, output_format, read_volume, write_volume
 from medssl.io.safe_meta import IDENTIFYING_KEYWORDS, SAFE_KEYWORDS, safe_metadata, series_key
 from medssl.io.uids import canonical_settings, derive_uid
-from medssl.io.volume import DicomSource, Volume, orientation_code
+from medssl.io.volume import AXIAL, DicomSource, Volume, orientation_code
 
 __all__ = [
+    "AXIAL",
     "IDENTIFYING_KEYWORDS",
     "ITK_SUFFIXES",
     "SAFE_KEYWORDS",

@@ -415,6 +415,7 @@ def _assemble(frames: list[_Frame], path: Path, warn: list[str]) -> tuple[list[_
     have_pos = all(f.position is not None for f in frames)
     if len(frames) > 1 and have_pos:
         frames = sorted(frames, key=lambda f: float(np.dot(f.position, normal)))
+        first = frames[0]
         z = np.array([float(np.dot(f.position, normal)) for f in frames])
         dz = np.diff(z)
         if np.any(dz < _POS_TOL_MM):

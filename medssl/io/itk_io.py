@@ -68,6 +68,38 @@ def to_sitk(volume: Volume, dtype: type | np.dtype | None = None):  # type: igno
     return image
 
 
+def _check_nifti_complete(path: Path) -> None:
+    """ITK zero-fills a truncated NIfTI without an error; check the data length ourselves."""
+    import gzip
+
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        shape = header.get_data_shape()
+        nbytes = int(np.prod(shape)) * header.get_data_dtype().itemsize
+        expected = int(header.get_data_offset()) + nbytes
+        if path.name.lower().endswith(".gz"):
+            size = 0
+            with gzip.open(path, "rb") as f:
+                while block := f.read(1 << 22):
+                    size += len(block)
+        else:
+            size = path.stat().st_size
+    except (EOFError, OSError, ValueError) as exc:
+        raise InputError(
+            f"the NIfTI file is truncated or corrupt ({type(exc).__name__})",
+            path=path,
+            hint="check that the file was copied completely",
+        ) from None
+    if size < expected:
+        raise InputError(
+            f"the NIfTI file is truncated: {size} bytes, {expected} expected",
+            path=path,
+            hint="check that the file was copied completely",
+        )
+
+
 def read_itk(path: str | Path) -> Volume:
     """Read a NIfTI, NRRD or MHA/MHD image as a :class:`Volume`.
 
@@ -77,6 +109,7 @@ def read_itk(path: str | Path) -> Volume:
     import SimpleITK as sitk
 
     path = Path(path)
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK prints its own errors to stderr
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -107,6 +140,8 @@ def read_itk(path: str | Path) -> Volume:
             path=path,
             hint="split a 4D series into 3D volumes first",
         )
+    if itk_suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_complete(path)
     try:
         image = reader.Execute()
     except RuntimeError:

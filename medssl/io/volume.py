@@ -11,7 +11,9 @@ Conventions (the same everywhere in medssl):
 * ``direction`` is a 3×3 matrix whose column ``k`` is the LPS unit vector along array axis
   ``k`` (column 0: slice axis z, column 1: row axis y, column 2: column axis x). For a DICOM
   axial series column 2 is the first triplet of ImageOrientationPatient, column 1 the second,
-  and column 0 the slice normal in the direction of increasing slice index.
+  and column 0 the slice normal in the direction of increasing slice index. The default,
+  :data:`AXIAL`, is the standard axial orientation: x → patient left, y → posterior,
+  z → superior (ITK's identity direction).
 
 So the LPS position of index ``(k, j, i)`` is ``origin + direction @ (spacing * (k, j, i))``.
 ITK orders the same quantities ``(x, y, z)``; :mod:`medssl.io.itk_io` converts.
@@ -26,7 +28,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DicomSource", "Volume", "orientation_code"]
+__all__ = ["AXIAL", "DicomSource", "Volume", "orientation_code"]
+
+#: Direction of a standard axial volume in :class:`Volume`'s convention (columns z, y, x):
+#: z → superior (0, 0, 1), y → posterior (0, 1, 0), x → left (1, 0, 0).
+AXIAL = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 
 _LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # (towards -axis, towards +axis)
 
@@ -76,7 +82,8 @@ class Volume:
             stored as C-contiguous float32. CT is in Hounsfield units.
         spacing: Voxel size in mm, ``(dz, dy, dx)``.
         origin: LPS position in mm of the centre of voxel ``[0, 0, 0]``, ``(x, y, z)``.
-        direction: ``(3, 3)``; column ``k`` is the LPS unit vector of array axis ``k``.
+        direction: ``(3, 3)``; column ``k`` is the LPS unit vector of array axis ``k``
+            (default :data:`AXIAL`).
         modality: DICOM modality (``"CT"``, ``"MR"``, ...) or ``"OT"`` when unknown.
         meta: Non-identifying metadata only (see :mod:`medssl.io.safe_meta`).
         warnings: Problems found while reading (irregular spacing, missing slices, ...).
@@ -89,7 +96,7 @@ class Volume:
     array: np.ndarray
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    direction: np.ndarray = field(default_factory=lambda: AXIAL.copy())
     modality: str = "OT"
     meta: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)

@@ -1,0 +1,146 @@
+"""The sample-data fetcher: verification, extraction, offline seeding and clear failures.
+
+These tests build small archives locally (a wheel, an sdist, a Debian package) so that they
+run without a network; the real samples are exercised by every test that uses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import zipfile
+
+import pytest
+
+from medssl.data import ARCHIVES, SAMPLES, Archive, DataUnavailableError, Sample, fetch
+from medssl.data.fetch import cache_root
+from medssl.io import InputError
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tar_gz(files: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _wheel(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _deb(files: dict[str, bytes]) -> bytes:
+    data_tar = _tar_gz({f"./{k}": v for k, v in files.items()}, mode="w:xz")
+    out = io.BytesIO()
+    out.write(b"!<arch>\n")
+    for name, body in (
+        ("debian-binary", b"2.0\n"),
+        ("control.tar.xz", b""),
+        ("data.tar.xz", data_tar),
+    ):
+        header = f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(body):<10}`\n"
+        out.write(header.encode())
+        out.write(body)
+        if len(body) % 2:
+            out.write(b"\n")
+    return out.getvalue()
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """An empty cache, a seeded-archive folder and no reachable registry."""
+    monkeypatch.setenv("MEDSSL_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv("MEDSSL_DATA_ARCHIVES", str(tmp_path / "seed"))
+    monkeypatch.setenv("MEDSSL_PYPI_INDEX", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("MEDSSL_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
+    (tmp_path / "seed").mkdir()
+    return tmp_path
+
+
+def _register(monkeypatch, key, archive, sample):
+    monkeypatch.setitem(ARCHIVES, key, archive)
+    monkeypatch.setitem(SAMPLES, sample.name, sample)
+
+
+@pytest.mark.parametrize("kind", ["sdist", "wheel", "deb"])
+def test_seeded_archive_is_verified_and_extracted(isolated, monkeypatch, kind):
+    files = {"pkg-1.0/data/img.nrrd": b"NRRD0004 fake", "pkg-1.0/data/other.txt": b"x"}
+    if kind == "sdist":
+        blob, filename, registry = _tar_gz(files), "pkg-1.0.tar.gz", "pypi"
+    elif kind == "wheel":
+        blob, filename, registry = _wheel(files), "pkg-1.0-py3-none-any.whl", "pypi"
+    else:
+        blob, filename, registry = _deb(files), "pkg_1.0_all.deb", "debian"
+    (isolated / "seed" / filename).write_bytes(blob)
+    archive = Archive(registry, "pkg", "1.0", filename, _sha(blob), pool_path="pool/p/pkg.deb")
+    sample = Sample("t", "test", ("*/data/img.nrrd",), "img.nrrd", "test", "none")
+    _register(monkeypatch, "test", archive, sample)
+    path = fetch("t")
+    assert path.name == "img.nrrd" and path.read_bytes() == b"NRRD0004 fake"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["img.nrrd"]
+    assert (cache_root() / "archives" / filename).is_file()
+    # a second fetch uses the cache, even with the seed gone
+    (isolated / "seed" / filename).unlink()
+    assert fetch("t") == path
+
+
+def test_tree_samples_keep_their_layout(isolated, monkeypatch):
+    files = {"lib/test_files/a.dcm": b"a", "lib/test_files/sub/b.dcm": b"b", "lib/other.py": b""}
+    blob = _wheel(files)
+    (isolated / "seed" / "lib-1-py3-none-any.whl").write_bytes(blob)
+    archive = Archive("pypi", "lib", "1", "lib-1-py3-none-any.whl", _sha(blob))
+    sample = Sample(
+        "tree", "test", ("lib/test_files/*",), ".", "t", "none", keep_below="lib/test_files/"
+    )
+    _register(monkeypatch, "test", archive, sample)
+    root = fetch("tree")
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
+        "a.dcm",
+        "sub/b.dcm",
+    ]
+
+
+def test_checksum_mismatch_is_refused_and_nothing_kept(isolated, monkeypatch):
+    blob = _tar_gz({"p/data/img.nrrd": b"tampered"})
+    (isolated / "seed" / "p-1.tar.gz").write_bytes(blob)
+    archive = Archive("pypi", "p", "1", "p-1.tar.gz", "0" * 64)
+    _register(
+        monkeypatch, "test", archive, Sample("bad", "test", ("*/img.nrrd",), "img.nrrd", "", "")
+    )
+    with pytest.raises(DataUnavailableError, match="SHA-256"):
+        fetch("bad")
+    assert not (cache_root() / "archives" / "p-1.tar.gz").exists()
+    assert not (cache_root() / "samples" / "bad").exists()
+
+
+def test_unreachable_registry_says_what_to_do(isolated, monkeypatch):
+    archive = Archive("pypi", "p", "1", "p-1.tar.gz", "0" * 64)
+    _register(monkeypatch, "test", archive, Sample("gone", "test", ("*",), "x", "", ""))
+    with pytest.raises(DataUnavailableError) as info:
+        fetch("gone")
+    message = str(info.value)
+    assert "p-1.tar.gz" in message and "MEDSSL_DATA_ARCHIVES" in message
+
+
+def test_unknown_sample_is_an_input_error():
+    with pytest.raises(InputError, match="unknown sample"):
+        fetch("no-such-sample")
+
+
+def test_registry_pins_match_data_md():
+    """The archives and checksums DATA.md names."""
+    assert ARCHIVES["pyradiomics"].sha256.startswith("a44a087efc4ede91")
+    assert ARCHIVES["pydicom-data"].sha256.startswith("622ac97265f1d91f")
+    assert ARCHIVES["mricron-data"].sha256.startswith("d40aa0ed66cf89bf")
+    assert set(SAMPLES) >= {"lung1", "ct_small", "neck_ct", "chest_ct", "pydicom_corpus"}
