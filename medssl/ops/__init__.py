@@ -1,0 +1,10 @@
+"""Compiled operators (imports nothing else of medssl)."""
+
+from medssl.ops.bilateral import (
+    BilateralFilter,
+    bilateral_filter,
+    radius_for_sigma,
+    set_backend,
+)
+
+__all__ = ["BilateralFilter", "bilateral_filter", "radius_for_sigma", "set_backend"]
