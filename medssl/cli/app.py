@@ -19,6 +19,7 @@ from medssl.cli.convert import convert
 from medssl.cli.data import data_app
 from medssl.cli.demo import demo
 from medssl.cli.info import info
+from medssl.cli.ops import ops_app
 from medssl.io.errors import MedsslError
 
 __all__ = ["app", "main"]
@@ -54,6 +55,7 @@ app.command()(info)
 app.command()(convert)
 app.command()(demo)
 app.add_typer(data_app, name="data")
+app.add_typer(ops_app, name="ops")
 
 
 def main(argv: list[str] | None = None) -> None:
