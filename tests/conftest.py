@@ -1,7 +1,12 @@
-"""Shared fixtures: real sample data (fetched once, skipped with a reason when impossible)."""
+"""Shared fixtures: real sample data (fetched once, skipped with a reason when impossible) and
+the real `medssl` command run in a subprocess."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,3 +37,32 @@ def lung1(lung1_path):
     from medssl.io import read_volume
 
     return read_volume(lung1_path)
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def medssl():
+    """``medssl(*args)`` runs ``python -m medssl ARGS`` and returns its exit code and output."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Result:
+        full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
+        proc = subprocess.run(
+            [sys.executable, "-m", "medssl", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run

@@ -18,6 +18,7 @@ from medssl.cli._console import err, setup_logging
 from medssl.cli.convert import convert
 from medssl.cli.data import data_app
 from medssl.cli.demo import demo
+from medssl.cli.denoise import denoise
 from medssl.cli.info import info
 from medssl.cli.ops import ops_app
 from medssl.io.errors import MedsslError
@@ -53,6 +54,7 @@ def _root(
 
 app.command()(info)
 app.command()(convert)
+app.command()(denoise)
 app.command()(demo)
 app.add_typer(data_app, name="data")
 app.add_typer(ops_app, name="ops")

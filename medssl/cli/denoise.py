@@ -1,0 +1,195 @@
+"""`medssl denoise INPUT -o OUTPUT`: Filter2Noise on one CT scan."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from medssl.cli._console import err, out
+from medssl.io import (
+    InputError,
+    check_not_input,
+    output_format,
+    prepare_output,
+    read_volume,
+    write_volume,
+)
+
+__all__ = ["denoise"]
+
+
+def denoise(
+    src: Path = typer.Argument(
+        ..., help="A DICOM file or series folder, or a NIfTI/NRRD/MHA image, in HU."
+    ),
+    output: Path = typer.Option(
+        ...,
+        "--output",
+        "-o",
+        help="Output image (.nii.gz, .nrrd, .mha, ...) or a folder for a derived DICOM series.",
+    ),
+    series: str | None = typer.Option(
+        None, "--series", "-s", help="For a folder with several series: which one (N or KEY)."
+    ),
+    strength: float = typer.Option(
+        1.0, "--strength", help="Multiply every sigma map by this (0 returns the input)."
+    ),
+    roi: str | None = typer.Option(
+        None,
+        "--roi",
+        help="Region edited by --roi-factor: a mask image on the scan's grid or voxel ranges "
+        "'z0:z1,y0:y1,x0:x1'.",
+    ),
+    roi_factor: float = typer.Option(
+        2.0, "--roi-factor", help="Factor on the sigmas inside --roi (on top of --strength)."
+    ),
+    sigma_maps: Path | None = typer.Option(
+        None, "--sigma-maps", help="Folder for the sigma maps (NIfTI, in mm and HU) and PNGs."
+    ),
+    mode: str = typer.Option(
+        "2d", "--mode", help="2d: fit on a sample of slices, filter in-plane; 3d: sigma_z too."
+    ),
+    preset_name: str = typer.Option(
+        "medssl", "--preset", help="Settings: medssl (default), published, global."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Fitting steps (default: preset's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed (weights and crops): same seed, same output."),
+    device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
+    save_model: Path | None = typer.Option(
+        None, "--save-model", help="Save the fitted model (.pt) to re-apply it later."
+    ),
+    model_path: Path | None = typer.Option(
+        None, "--model", help="Apply a saved model instead of fitting."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+) -> None:
+    """Denoise one low-dose CT scan with Filter2Noise (self-supervised, fitted to the scan).
+
+    The output has the input's grid, in HU. A DICOM input written to a folder gives a derived
+    DICOM series of the same patient and study.
+    """
+    import torch
+
+    from medssl.denoise.filter2noise import (
+        SigmaEdit,
+        apply_denoiser,
+        fit_denoiser,
+        load_denoiser,
+        parse_roi,
+        preset,
+        save_sigma_maps,
+    )
+    from medssl.denoise.noise import noise_std_hu
+
+    t0 = time.perf_counter()
+    if mode not in ("2d", "3d"):
+        raise InputError(f"--mode must be 2d or 3d, got {mode!r}")
+    if strength < 0 or roi_factor < 0:
+        raise InputError("--strength and --roi-factor must be >= 0")
+    try:
+        config = preset(preset_name)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if mode == "3d":
+        config = config.with_model(nd=3)
+    if steps is not None:
+        if steps < 1:
+            raise InputError("--steps must be >= 1")
+        config = config.with_fit(steps=steps)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device here", hint="use --device cpu")
+
+    inputs = [src] + [p for p in (model_path,) if p is not None]
+    for target in (output, sigma_maps, save_model):
+        if target is not None:
+            check_not_input(target, inputs)
+    prepare_output(output, overwrite=overwrite)
+    if save_model is not None:
+        prepare_output(save_model, overwrite=overwrite)
+    if (
+        sigma_maps is not None
+        and sigma_maps.exists()
+        and any(sigma_maps.iterdir())
+        and not overwrite
+    ):
+        raise InputError(
+            "the sigma-map folder is not empty", path=sigma_maps, hint="pass --overwrite"
+        )
+
+    volume = read_volume(src, series=series)
+    for warning in volume.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    if volume.modality not in ("CT", "OT") or not volume.looks_like_ct():
+        raise InputError(
+            f"Filter2Noise denoises CT in Hounsfield units; this image (modality "
+            f"{volume.modality}, values {volume.array.min():.4g} to {volume.array.max():.4g}) "
+            "does not look like it",
+            path=src,
+            hint="pass a CT scan (DICOM CT, or NIfTI/NRRD in HU)",
+        )
+    edit = None
+    if strength != 1.0 or roi is not None:
+        mask = parse_roi(roi, volume) if roi is not None else None
+        edit = SigmaEdit(strength, None if mask is None else torch.from_numpy(mask), roi_factor)
+
+    z, y, x = volume.shape
+    out.print(f"input: {x} x {y} x {z} voxels, noise ~{noise_std_hu(volume.array):.0f} HU")
+    if model_path is not None:
+        denoiser = load_denoiser(model_path, device=device)
+        out.print(f"model: {model_path} ({denoiser.config.name})")
+    else:
+        with Progress(
+            TextColumn("fitting"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.4f}"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("fit", total=config.fit.steps, loss=0.0)
+            denoiser = fit_denoiser(
+                volume,
+                config,
+                seed=seed,
+                device=device,
+                progress=lambda s, n, loss: bar.update(task, completed=s, loss=loss),
+            )
+        out.print(
+            f"fitted {config.name} ({config.model.stages} stages, {config.fit.steps} steps) in "
+            f"{denoiser.report.seconds:.1f} s"  # type: ignore[union-attr]
+        )
+    result, maps = apply_denoiser(denoiser, volume, edit=edit, device=device)
+
+    settings = {
+        "method": "filter2noise",
+        "preset": denoiser.config.name,
+        "mode": mode,
+        "seed": seed,
+        "steps": denoiser.config.fit.steps,
+        "strength": strength,
+        "roi": roi,
+        "roi_factor": roi_factor if roi else None,
+    }
+    written = write_volume(
+        result,
+        output,
+        overwrite=overwrite,
+        settings=settings,
+        derivation=(
+            f"Filter2Noise denoising by medssl ({denoiser.config.name}, strength {strength})"
+        ),
+        series_description=None,
+    )
+    kind = "DICOM series" if output_format(written) == "dicom" else "image"
+    out.print(f"wrote {kind} {written}; noise ~{noise_std_hu(result.array):.0f} HU")
+    if sigma_maps is not None:
+        files = save_sigma_maps(maps, volume, sigma_maps)
+        out.print(f"wrote {len(files)} sigma-map files to {sigma_maps}")
+    if save_model is not None:
+        denoiser.save(save_model)
+        out.print(f"saved the model to {save_model}")
+    out.print(f"done in {time.perf_counter() - t0:.1f} s")

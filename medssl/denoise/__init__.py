@@ -1,0 +1,1 @@
+"""Denoising: Filter2Noise, single-image baselines and image-quality metrics."""

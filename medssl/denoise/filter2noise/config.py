@@ -1,0 +1,141 @@
+"""Filter2Noise settings: the model, the fit, and the named presets.
+
+* ``medssl`` (default): per-pixel sigma maps from :class:`LocalSigmaPredictor` (local context +
+  position), bounded sigmas with a static radius, HU-fixed intensities, the range sigma
+  initialised from the image's noise estimate, training on random crops;
+* ``published``: every published choice (2 stages, patch-token attention, softplus capped at
+  6, nearest upsampling, radius from the largest sigma, DoG 7x7 with sigmas 9 and 10,
+  lambda 400, AdamW lr 1e-3 wd 0.01, OneCycle over 500 full-image steps, per-image min-max
+  intensities);
+* ``global``: medssl's settings with one sigma triple per stage (the ablation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+__all__ = ["PRESETS", "F2NConfig", "FitConfig", "ModelConfig", "preset"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture.
+
+    Attributes:
+        predictor: ``"local"``, ``"patch_attention"`` or ``"global"``.
+        nd: 2 (slice by slice) or 3 (volume, with sigma_z).
+        stages: Number of AGBF stages.
+        head: ``"bounded"`` or ``"softplus"`` (see :class:`AGBFStage`).
+        sigma_max: Bound of the in-plane spatial sigmas (pixels); radius ``ceil(2 * bound)``.
+        sigma_max_z: Bound of sigma_z (voxels) for ``nd = 3``.
+        range_max_hu: Bound of the range sigma (HU).
+        width: Hidden channels of the local predictor.
+        dilations: Dilations of its hidden layers.
+        use_coords: Feed pixel coordinates to the predictor.
+        init_spatial: Initial spatial sigma (pixels).
+        init_range_noise: Initial range sigma as a multiple of the estimated noise std.
+        range_floor_noise: Lower bound of the range sigma as a multiple of the estimated noise
+            std (0: none).
+        intensity: ``"hu"`` (fixed HU / 1000) or ``"minmax"`` (per image, the published way).
+    """
+
+    predictor: str = "local"
+    nd: int = 2
+    stages: int = 2
+    head: str = "bounded"
+    sigma_max: float = 3.0
+    sigma_max_z: float = 1.0
+    range_max_hu: float = 1000.0
+    width: int = 16
+    dilations: tuple[int, ...] = (2, 4)
+    use_coords: bool = True
+    init_spatial: float = 1.0
+    init_range_noise: float = 2.0
+    range_floor_noise: float = 0.0
+    intensity: str = "hu"
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Fitting on the one scan.
+
+    Attributes:
+        steps: Optimiser steps.
+        lr: Peak learning rate (OneCycle).
+        weight_decay: AdamW weight decay.
+        crop: Crop size in pixels (even; 0 = whole images).
+        batch: Crops per step.
+        crop_depth: Slices per crop for ``nd = 3``.
+        lam: Weight of the DoG edge term.
+        dog: DoG kernel ``(size, sigma1, sigma2)``.
+        edge_noise_floor: Multiple of the DoG response's noise level (its robust std over the
+            fitting images) removed from the edge target (0: the published loss).
+        shuffle: Local shuffle of the downsampled views.
+        fit_slices: For a volume fitted slice by slice, at most this many slices (evenly
+            spaced) are sampled for the fit; all slices are denoised.
+    """
+
+    steps: int = 200
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    crop: int = 128
+    batch: int = 4
+    crop_depth: int = 8
+    lam: float = 400.0
+    dog: tuple[int, float, float] = (7, 9.0, 10.0)
+    edge_noise_floor: float = 0.0
+    shuffle: bool = True
+    fit_slices: int = 8
+
+
+@dataclass(frozen=True)
+class F2NConfig:
+    """Model and fit settings together."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    name: str = "medssl"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> F2NConfig:
+        model = dict(data.get("model", {}))
+        if "dilations" in model:
+            model["dilations"] = tuple(model["dilations"])
+        fit = dict(data.get("fit", {}))
+        if "dog" in fit:
+            fit["dog"] = tuple(fit["dog"])
+        return F2NConfig(ModelConfig(**model), FitConfig(**fit), data.get("name", "custom"))
+
+    def with_fit(self, **changes: Any) -> F2NConfig:
+        return replace(self, fit=replace(self.fit, **changes))
+
+    def with_model(self, **changes: Any) -> F2NConfig:
+        return replace(self, model=replace(self.model, **changes))
+
+
+PRESETS: dict[str, F2NConfig] = {
+    "medssl": F2NConfig(),
+    "published": F2NConfig(
+        ModelConfig(
+            predictor="patch_attention",
+            stages=2,
+            head="softplus",
+            use_coords=False,
+            intensity="minmax",
+        ),
+        FitConfig(steps=500, lr=1e-3, weight_decay=0.01, crop=0, batch=1, lam=400.0),
+        name="published",
+    ),
+    "global": F2NConfig(ModelConfig(predictor="global", use_coords=False), FitConfig(), "global"),
+}
+
+
+def preset(name: str) -> F2NConfig:
+    """A named preset (``medssl``, ``published``, ``global``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]

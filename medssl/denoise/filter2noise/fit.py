@@ -1,0 +1,162 @@
+"""Fitting a Filter2Noise model to the one noisy scan.
+
+Each step draws ``batch`` random crops (whole images with ``crop = 0``) from the fitting
+images, evaluates :func:`~medssl.denoise.filter2noise.loss.filter2noise_loss` and takes an
+AdamW step under a OneCycle learning-rate schedule. Crops keep their pixel coordinates in the
+full image, so the position input means the same at fitting and at inference. Deterministic
+given the seed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from medssl.denoise.filter2noise.config import FitConfig
+from medssl.denoise.filter2noise.loss import dog_kernel, dog_response, filter2noise_loss
+from medssl.denoise.filter2noise.model import Filter2Noise
+from medssl.denoise.filter2noise.sampling import pad_to_even, pair_downsample
+
+__all__ = ["FitReport", "estimate_noise_std", "fit_model"]
+
+
+@dataclass
+class FitReport:
+    """What the fit did: per-step losses (total, consistency, edge) and its wall time."""
+
+    losses: list[float] = field(default_factory=list)
+    consistency: list[float] = field(default_factory=list)
+    edge: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+
+
+#: Network intensity above which a pixel counts as tissue (-600 HU): noise is measured there,
+#: not in the air around the patient, where CT noise is much lower.
+TISSUE_THRESHOLD = -0.6
+
+
+def robust_std(values: Tensor, mask: Tensor | None = None) -> float:
+    """``1.4826 * MAD`` of the values (inside ``mask`` when it keeps >= 5 % of them)."""
+    v = values.reshape(-1).float()
+    if mask is not None:
+        m = mask.reshape(-1)
+        if int(m.sum()) >= max(16, 0.05 * m.numel()):
+            v = v[m]
+    if v.numel() > 2_000_000:
+        v = v[torch.linspace(0, v.numel() - 1, 2_000_000).long()]
+    return float(1.4826 * (v - v.median()).abs().median())
+
+
+def estimate_noise_std(images: Sequence[Tensor]) -> float:
+    """Robust noise standard deviation (network units) in the tissue, from the pixel-pair
+    difference: ``g1 - g2`` cancels smooth anatomy and, for white noise, has the noise's
+    standard deviation; the median absolute deviation ignores edges."""
+    diffs, masks = [], []
+    for img in images:
+        even, _ = pad_to_even(img)
+        g1, g2 = pair_downsample(even)
+        diffs.append((g1 - g2).reshape(-1))
+        masks.append(((g1 + g2) / 2 > TISSUE_THRESHOLD).reshape(-1))
+    return robust_std(torch.cat(diffs), torch.cat(masks))
+
+
+def _crops(
+    images: Sequence[Tensor],
+    coords: Sequence[Tensor | None],
+    cfg: FitConfig,
+    gen: torch.Generator,
+) -> tuple[Tensor, Tensor | None]:
+    """A batch of equal-sized crops (even in-plane size) and their coordinates."""
+    nd = images[0].dim() - 2
+    min_hw = min(min(int(i.shape[-2]), int(i.shape[-1])) for i in images)
+    size = min(cfg.crop, min_hw) if cfg.crop > 0 else min_hw
+    size -= size % 2
+    whole = cfg.crop <= 0 or size >= max(max(int(i.shape[-2]), int(i.shape[-1])) for i in images)
+    if whole and len({tuple(i.shape) for i in images}) == 1 and cfg.batch == 1:
+        idx = int(torch.randint(len(images), (1,), generator=gen))
+        img, _ = pad_to_even(images[idx])
+        c = coords[idx]
+        if c is not None:
+            c, _ = pad_to_even(c)
+        return img, c
+    depth = min(cfg.crop_depth, min(int(i.shape[2]) for i in images)) if nd == 3 else 0
+    ys, cs = [], []
+    for _ in range(cfg.batch):
+        idx = int(torch.randint(len(images), (1,), generator=gen))
+        img, c = images[idx], coords[idx]
+        H, W = int(img.shape[-2]), int(img.shape[-1])
+        y0 = int(torch.randint(H - size + 1, (1,), generator=gen))
+        x0 = int(torch.randint(W - size + 1, (1,), generator=gen))
+        sl = [slice(None), slice(None)]
+        if nd == 3:
+            z0 = int(torch.randint(int(img.shape[2]) - depth + 1, (1,), generator=gen))
+            sl.append(slice(z0, z0 + depth))
+        sl += [slice(y0, y0 + size), slice(x0, x0 + size)]
+        ys.append(img[tuple(sl)])
+        if c is not None:
+            cs.append(c[tuple(sl)])
+    return torch.cat(ys), (torch.cat(cs) if cs else None)
+
+
+def fit_model(
+    model: Filter2Noise,
+    images: Sequence[Tensor],
+    cfg: FitConfig,
+    *,
+    coords: Sequence[Tensor | None] | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> FitReport:
+    """Fit ``model`` to noisy images (network units) in place.
+
+    Args:
+        model: The model (its parameters are trained).
+        images: Fitting images ``(1, 1, H, W)`` (or ``(1, 1, D, H, W)`` for ``nd = 3``).
+        cfg: Fit settings.
+        coords: Per image, its coordinate channels ``(1, nd, *S)`` (``None`` without).
+        seed: Seed of the crop sampling.
+        progress: Called as ``progress(step, steps, loss)`` after each step.
+    """
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    coords = list(coords) if coords is not None else [None] * len(images)
+    kernel = dog_kernel(*cfg.dog)
+    floor = 0.0
+    if cfg.edge_noise_floor > 0:
+        resp = torch.cat([dog_response(i, kernel).reshape(-1) for i in images])
+        tissue = torch.cat([(i > TISSUE_THRESHOLD).reshape(-1) for i in images])
+        floor = cfg.edge_noise_floor * robust_std(resp, tissue)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(cfg.steps, 1))
+    report = FitReport()
+    model.train()
+    for step in range(cfg.steps):
+        y, c = _crops(images, coords, cfg, gen)
+        parts = filter2noise_loss(
+            lambda x, cc: model(x, cc),
+            y,
+            c,
+            lam=cfg.lam,
+            kernel=kernel,
+            shuffle=cfg.shuffle,
+            noise_floor=floor,
+        )
+        opt.zero_grad(set_to_none=True)
+        parts.total.backward()
+        opt.step()
+        sched.step()
+        report.losses.append(float(parts.total.detach()))
+        report.consistency.append(parts.consistency)
+        report.edge.append(parts.edge)
+        if progress is not None:
+            progress(step + 1, cfg.steps, report.losses[-1])
+    model.eval()
+    report.seconds = time.perf_counter() - t0
+    report.steps = cfg.steps
+    return report

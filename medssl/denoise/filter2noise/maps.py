@@ -1,0 +1,76 @@
+"""Sigma maps as images: NIfTI volumes on the scan's grid and PNG overlays.
+
+For each stage ``k``: ``stage{k}_sigma_{z,y,x}_mm.nii.gz`` (spatial sigmas converted from
+pixels to millimetres with the voxel spacing) and ``stage{k}_sigma_range_hu.nii.gz`` (range
+sigma in HU), plus ``stage{k}_overlay.png``: the central slice with each map over it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medssl.io import Volume, atomic_file, write_volume
+
+__all__ = ["save_sigma_maps"]
+
+
+def _overlay_png(image: np.ndarray, maps: list[tuple[str, np.ndarray]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(4 * (len(maps) + 1), 4.4))
+    axes[0].imshow(image, cmap="gray", vmin=-160, vmax=240)
+    axes[0].set_title("input (W400/L40)")
+    for ax, (title, m) in zip(axes[1:], maps, strict=True):
+        ax.imshow(image, cmap="gray", vmin=-160, vmax=240)
+        im = ax.imshow(m, cmap="magma", alpha=0.65)
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+
+
+def save_sigma_maps(
+    sigma_maps: list[np.ndarray], volume: Volume, out_dir: str | Path, *, overwrite: bool = True
+) -> list[Path]:
+    """Write the sigma maps of a denoising run.
+
+    Args:
+        sigma_maps: Per stage ``(Z, nd + 1, Y, X)``: spatial sigmas (voxels, tensor axis order)
+            then the range sigma (HU), as in :class:`~medssl.denoise.filter2noise.DenoiseResult`.
+        volume: The input volume (grid and the image for the overlays).
+        out_dir: Output folder (created).
+
+    Returns:
+        The written files.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    zc = volume.shape[0] // 2
+    for k, maps in enumerate(sigma_maps):
+        nd = maps.shape[1] - 1
+        axes = ("z", "y", "x")[3 - nd :]
+        spacing = volume.spacing[3 - nd :]
+        panels = []
+        for a, (name, dx) in enumerate(zip(axes, spacing, strict=True)):
+            mm = maps[:, a] * dx
+            path = out / f"stage{k}_sigma_{name}_mm.nii.gz"
+            written.append(write_volume(volume.with_array(mm), path, overwrite=overwrite))
+            panels.append((f"stage {k}: sigma_{name} (mm)", mm[zc]))
+        rng = maps[:, nd]
+        path = out / f"stage{k}_sigma_range_hu.nii.gz"
+        written.append(write_volume(volume.with_array(rng), path, overwrite=overwrite))
+        panels.append((f"stage {k}: sigma_range (HU)", rng[zc]))
+        png = out / f"stage{k}_overlay.png"
+        _overlay_png(volume.array[zc], panels, png)
+        written.append(png)
+    return written

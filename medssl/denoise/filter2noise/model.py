@@ -1,0 +1,230 @@
+"""The Filter2Noise model: a cascade of attention-guided bilateral filter (AGBF) stages.
+
+Each stage predicts sigma maps from its own input (spatial sigmas in pixels/voxels, one per
+axis in the tensor's axis order, and a range sigma in network units, see
+:mod:`~medssl.denoise.filter2noise.intensity`) and filters that input with
+:func:`medssl.ops.bilateral_filter`. The sigmas are the model's explanation of what it does,
+and can be edited at inference time (:class:`SigmaEdit`): every map is multiplied by a factor
+map and clipped to the stage's bounds, and later stages see the edited result.
+
+Sun et al., "Filter2Noise: Interpretable and Zero-Shot Low-Dose CT Image Denoising" (2025).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medssl.denoise.filter2noise.config import ModelConfig
+from medssl.denoise.filter2noise.intensity import HU_PER_UNIT
+from medssl.denoise.filter2noise.predictors import (
+    GlobalSigmaPredictor,
+    LocalSigmaPredictor,
+    PatchAttentionPredictor,
+    coord_grid,
+)
+from medssl.ops import bilateral_filter, radius_for_sigma
+
+__all__ = ["AGBFStage", "Filter2Noise", "SigmaEdit", "build_model"]
+
+
+@dataclass
+class SigmaEdit:
+    """An inference-time edit of every sigma map (no retraining).
+
+    Attributes:
+        strength: Global factor on every sigma (spatial and range); 0 returns the input.
+        roi: Optional region ``(B or 1, 1, *spatial)`` (bool or 0..1 float) where
+            ``roi_factor`` multiplies on top of ``strength``.
+        roi_factor: Factor inside the region.
+    """
+
+    strength: float = 1.0
+    roi: Tensor | None = None
+    roi_factor: float = 1.0
+
+    def factor(self, like: Tensor) -> Tensor | float:
+        """The factor map for an input like ``like`` (a float where it is uniform)."""
+        if self.roi is None or self.roi_factor == 1.0:
+            return float(self.strength)
+        roi = self.roi.to(device=like.device, dtype=like.dtype)
+        return self.strength * (1.0 + (self.roi_factor - 1.0) * roi)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.strength == 1.0 and (self.roi is None or self.roi_factor == 1.0)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+class AGBFStage(nn.Module):
+    """One stage: sigma predictor + bilateral filter.
+
+    Args:
+        predictor: Maps ``(image, coords)`` to raw sigmas ``(B, nd + 1, *S)``.
+        nd: Spatial dimensions.
+        head: ``"bounded"`` (medssl): ``sigma = bound * sigmoid(raw + bias)``, static radius
+            ``ceil(2 * sigma_max)``; ``"softplus"`` (published): ``min(softplus(raw), 6)`` and
+            a radius from the largest predicted spatial sigma.
+        sigma_max: Bound of the spatial sigmas per axis (tensor order), in pixels/voxels.
+        range_max: Bound of the range sigma, in network units.
+        init_spatial: Initial spatial sigma (pixels), for the bounded head.
+        init_range: Initial range sigma (network units), for the bounded head.
+    """
+
+    def __init__(
+        self,
+        predictor: nn.Module,
+        nd: int,
+        *,
+        head: str = "bounded",
+        sigma_max: tuple[float, ...] = (3.0, 3.0),
+        range_max: float = 1.0,
+        init_spatial: float = 1.0,
+        init_range: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if head not in ("bounded", "softplus"):
+            raise ValueError(f"head must be 'bounded' or 'softplus', got {head!r}")
+        if len(sigma_max) != nd:
+            raise ValueError(f"sigma_max needs {nd} entries, got {sigma_max}")
+        self.predictor = predictor
+        self.nd = nd
+        self.head = head
+        self.register_buffer("bounds", torch.tensor([*sigma_max, range_max], dtype=torch.float32))
+        self.register_buffer("lower", torch.zeros(nd + 1))
+        init = [_logit(min(init_spatial, m) / m) for m in sigma_max] + [
+            _logit(init_range / range_max)
+        ]
+        self.bias = nn.Parameter(torch.tensor(init, dtype=torch.float32))
+        self.radius = tuple(radius_for_sigma(m) for m in sigma_max) if head == "bounded" else None
+
+    def set_initial_range(self, sigma_range: float) -> None:
+        """Reset the range-sigma bias so that the stage starts at ``sigma_range``."""
+        with torch.no_grad():
+            lo, hi = float(self.lower[-1]), float(self.bounds[-1])
+            self.bias[-1] = _logit((sigma_range - lo) / max(hi - lo, 1e-6))
+
+    def set_range_floor(self, floor: float) -> None:
+        """Lower bound of the range sigma (network units; medssl sets it from the noise level:
+        a range sigma below the noise does not denoise)."""
+        with torch.no_grad():
+            self.lower[-1] = min(floor, 0.5 * float(self.bounds[-1]))
+
+    def sigmas(self, x: Tensor, coords: Tensor | None) -> Tensor:
+        """Sigma maps ``(B or 1, nd + 1, *S or 1s)``: spatial (tensor axis order), then range."""
+        raw = self.predictor(x, coords)
+        view = (1, -1, *([1] * self.nd))
+        if self.head == "bounded":
+            lo = self.lower.view(view)
+            return lo + (self.bounds.view(view) - lo) * torch.sigmoid(raw + self.bias.view(view))
+        return F.softplus(raw).clamp(max=6.0)
+
+    def forward(
+        self, x: Tensor, coords: Tensor | None = None, factor: Tensor | float = 1.0
+    ) -> tuple[Tensor, Tensor]:
+        """Filter ``x``; returns ``(output, sigma maps)``.
+
+        Shape:
+            x: ``(B, 1, *S)``; output the same; maps ``(B, nd + 1, *S)`` (or broadcastable).
+        """
+        s = self.sigmas(x, coords)
+        if not (isinstance(factor, float) and factor == 1.0):
+            bounds = self.bounds.view(1, -1, *([1] * self.nd))
+            if self.head != "bounded":
+                bounds = torch.full_like(bounds, 6.0)
+            s = torch.minimum(s * factor, bounds)
+        if self.radius is not None:
+            radius: tuple[int, ...] = self.radius
+        else:  # published: window from the largest predicted spatial sigma (a host sync)
+            radius = (radius_for_sigma(float(s[:, : self.nd].detach().max())),) * self.nd
+        out = bilateral_filter(
+            x, [s[:, a : a + 1] for a in range(self.nd)], s[:, self.nd :], radius
+        )
+        return out, s
+
+
+class Filter2Noise(nn.Module):
+    """A cascade of :class:`AGBFStage`.
+
+    Args:
+        stages: The stages, applied in order.
+        nd: Spatial dimensions (2: slices, 3: volumes with sigma_z).
+        use_coords: Whether the predictors take pixel coordinates.
+    """
+
+    def __init__(self, stages: list[AGBFStage], nd: int, use_coords: bool = True) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.nd = nd
+        self.use_coords = use_coords
+
+    def _coords(self, x: Tensor, coords: Tensor | None) -> Tensor | None:
+        if not self.use_coords:
+            return None
+        if coords is None:
+            return coord_grid(tuple(x.shape[2:]), device=x.device, dtype=x.dtype)
+        return coords
+
+    def forward(
+        self, x: Tensor, coords: Tensor | None = None, edit: SigmaEdit | None = None
+    ) -> Tensor:
+        """Denoise ``x`` (network units).
+
+        Shape:
+            x: ``(B, 1, *S)``; coords: ``(B or 1, nd, *S)`` in [-1, 1] (default: the grid of
+            ``x``); output: ``(B, 1, *S)``.
+        """
+        return self.forward_with_maps(x, coords, edit)[0]
+
+    def forward_with_maps(
+        self, x: Tensor, coords: Tensor | None = None, edit: SigmaEdit | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Denoise and return every stage's sigma maps (after the edit). A factor of 0 makes
+        every sigma 0, i.e. the identity."""
+        coords = self._coords(x, coords)
+        factor: Tensor | float = 1.0 if edit is None else edit.factor(x)
+        maps = []
+        for stage in self.stages:
+            x, s = stage(x, coords, factor)
+            maps.append(s)
+        return x, maps
+
+
+def build_model(cfg: ModelConfig) -> Filter2Noise:
+    """Build a :class:`Filter2Noise` from a :class:`ModelConfig` (weights from the current
+    torch seed)."""
+    nd = cfg.nd
+    sigma_max = (cfg.sigma_max_z, cfg.sigma_max, cfg.sigma_max) if nd == 3 else (cfg.sigma_max,) * 2
+    range_max = cfg.range_max_hu / HU_PER_UNIT if cfg.intensity == "hu" else 1.0
+    stages = []
+    for _ in range(cfg.stages):
+        if cfg.predictor == "local":
+            pred: nn.Module = LocalSigmaPredictor(nd, cfg.width, cfg.dilations, cfg.use_coords)
+        elif cfg.predictor == "patch_attention":
+            if nd != 2:
+                raise ValueError("the published patch-attention predictor is 2D only")
+            pred = PatchAttentionPredictor()
+        elif cfg.predictor == "global":
+            pred = GlobalSigmaPredictor(nd)
+        else:
+            raise ValueError(f"unknown predictor {cfg.predictor!r}")
+        stages.append(
+            AGBFStage(
+                pred,
+                nd,
+                head=cfg.head,
+                sigma_max=sigma_max,
+                range_max=range_max,
+                init_spatial=cfg.init_spatial,
+                init_range=0.1 * range_max,
+            )
+        )
+    return Filter2Noise(stages, nd, use_coords=cfg.use_coords)

@@ -1,0 +1,127 @@
+"""Filter2Noise model: sigma bounds, per-pixel maps, edits, any size, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medssl.denoise.filter2noise import (
+    FittedDenoiser,
+    SigmaEdit,
+    apply_denoiser,
+    build_model,
+    fit_denoiser,
+    load_denoiser,
+    preset,
+)
+from tests.denoise.phantom import phantom
+
+FAST = preset("medssl").with_fit(steps=12, crop=32, batch=2)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    vol, clean = phantom()
+    return vol, clean, fit_denoiser(vol, FAST, seed=0)
+
+
+def test_sigmas_are_bounded_and_vary_per_pixel(fitted):
+    vol, _, den = fitted
+    _, maps = apply_denoiser(den, vol)
+    for m in maps:
+        assert m.shape == (vol.shape[0], 3, *vol.shape[1:])
+        assert (m[:, :2] > 0).all() and (m[:, :2] <= 3.0 + 1e-5).all()
+        assert (m[:, 2] > 0).all() and (m[:, 2] <= 1000.0 + 1e-3).all()
+    # per-pixel maps: not constant over the image
+    assert float(np.std(maps[0][:, 2])) > 1e-3
+
+
+@pytest.mark.parametrize("shape", [(1, 37, 53), (2, 17, 16), (1, 128, 9)])
+def test_any_image_size(shape):
+    vol, _ = phantom(shape)
+    den = fit_denoiser(vol, FAST.with_fit(steps=2), seed=0)
+    out, _ = apply_denoiser(den, vol)
+    assert out.shape == vol.shape and out.same_grid(vol)
+    assert np.isfinite(out.array).all()
+
+
+def test_strength_zero_returns_the_input_unchanged(fitted):
+    vol, _, den = fitted
+    out, _ = apply_denoiser(den, vol, edit=SigmaEdit(strength=0.0))
+    np.testing.assert_array_equal(out.array, vol.array)
+
+
+def test_roi_factor_smooths_more_inside_only(fitted):
+    vol, _, den = fitted
+    base, _ = apply_denoiser(den, vol)
+    roi = torch.zeros(vol.shape, dtype=torch.bool)
+    roi[:, 10:38, 8:30] = True
+    strong, maps = apply_denoiser(den, vol, edit=SigmaEdit(1.0, roi, 3.0))
+    inside = roi.numpy()
+    lap = lambda a: np.abs(np.diff(a, axis=-1)).mean()  # noqa: E731  roughness
+    assert lap(strong.array[:, 10:38, 8:30]) < lap(base.array[:, 10:38, 8:30])
+    # far from the region (beyond the window and the predictor's reach) nothing changes
+    np.testing.assert_allclose(strong.array[:, :, 48:], base.array[:, :, 48:], atol=1e-3)
+    # the edited maps are larger inside, bounded everywhere
+    _, base_maps = apply_denoiser(den, vol)
+    assert maps[0][:, 2][inside].mean() > base_maps[0][:, 2][inside].mean()
+    weak, _ = apply_denoiser(den, vol, edit=SigmaEdit(1.0, roi, 0.0))
+    np.testing.assert_allclose(weak.array[inside], vol.array[inside], atol=1e-3)
+
+
+def test_fit_is_deterministic_given_the_seed():
+    vol, _ = phantom((2, 32, 32))
+    a = apply_denoiser(fit_denoiser(vol, FAST, seed=3), vol)[0].array
+    b = apply_denoiser(fit_denoiser(vol, FAST, seed=3), vol)[0].array
+    c = apply_denoiser(fit_denoiser(vol, FAST, seed=4), vol)[0].array
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_saved_model_reapplies_identically(fitted, tmp_path):
+    vol, _, den = fitted
+    path = den.save(tmp_path / "f2n.pt")
+    again = load_denoiser(path)
+    assert isinstance(again, FittedDenoiser) and again.config == den.config
+    np.testing.assert_array_equal(
+        apply_denoiser(again, vol)[0].array, apply_denoiser(den, vol)[0].array
+    )
+
+
+def test_denoising_reduces_error_on_the_phantom(fitted):
+    vol, clean, den = fitted
+    out, _ = apply_denoiser(den, vol)
+    assert np.abs(out.array - clean).mean() < 0.8 * np.abs(vol.array - clean).mean()
+
+
+def test_outside_fov_padding_is_restored():
+    vol, _ = phantom((1, 40, 40), fov_padding=True)
+    den = fit_denoiser(vol, FAST.with_fit(steps=2), seed=0)
+    out, _ = apply_denoiser(den, vol)
+    pad = vol.array == -2000
+    assert pad.any()
+    np.testing.assert_array_equal(out.array[pad], vol.array[pad])
+
+
+@pytest.mark.parametrize("name", ["published", "global"])
+def test_other_presets_build_and_run(name):
+    vol, _ = phantom((1, 32, 40))
+    cfg = preset(name).with_fit(steps=2)
+    out, maps = apply_denoiser(fit_denoiser(vol, cfg, seed=0), vol)
+    assert out.shape == vol.shape and len(maps) == 2
+
+
+def test_3d_mode_filters_with_sigma_z():
+    vol, _ = phantom((6, 32, 32))
+    cfg = FAST.with_model(nd=3).with_fit(crop_depth=4)
+    den = fit_denoiser(vol, cfg, seed=0)
+    out, maps = apply_denoiser(den, vol)
+    assert out.shape == vol.shape
+    assert maps[0].shape == (6, 4, 32, 32)  # sigma_z, sigma_y, sigma_x, range
+    assert (maps[0][:, 0] <= 1.0 + 1e-5).all()  # sigma_z bound
+
+
+def test_model_builder_refuses_unknown_predictor():
+    with pytest.raises(ValueError, match="unknown predictor"):
+        build_model(FAST.model.__class__(predictor="transformer"))
