@@ -76,13 +76,13 @@ class FitConfig:
             spaced) are sampled for the fit; all slices are denoised.
     """
 
-    steps: int = 200
+    steps: int = 100
     lr: float = 3e-3
     weight_decay: float = 0.01
     crop: int = 128
     batch: int = 4
     crop_depth: int = 8
-    lam: float = 400.0
+    lam: float = 100.0
     dog: tuple[int, float, float] = (7, 9.0, 10.0)
     edge_noise_floor: float = 0.0
     shuffle: bool = True

@@ -1,0 +1,370 @@
+"""LDCT benchmark: Filter2Noise (medssl defaults) against the published configuration, the
+global-sigma ablation, ZS-N2N, BM3D (blind and oracle) and Gaussian smoothing (fixed and oracle)
+on real CT slices with simulated low dose (see ``cases.py``).
+
+Commands (run from the repository root with the project's environment)::
+
+    .venv/bin/python benchmarks/ldct/bench.py run --dose quarter     # results -> results.jsonl
+    .venv/bin/python benchmarks/ldct/bench.py curve                  # steps vs PSNR -> curve.jsonl
+    .venv/bin/python benchmarks/ldct/bench.py timing                 # CLI wall time, peak memory
+    .venv/bin/python benchmarks/ldct/bench.py figure                 # figure.png
+    .venv/bin/python benchmarks/ldct/bench.py report                 # RESULTS.md tables (stdout)
+
+``run`` appends one JSON line per (method, case, dose, seed) and skips what is already there,
+so an interrupted run resumes. BM3D is the ``bm3d`` package (non-commercial licence), the
+``bench`` extra: install it for the benchmark only (``.venv/bin/pip install "bm3d>=4.0"``);
+medssl itself never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from cases import Case, load_cases  # noqa: E402
+
+from medssl.denoise.baselines.gaussian import gaussian_denoise, oracle_search  # noqa: E402
+from medssl.denoise.baselines.zsn2n import zsn2n_denoise  # noqa: E402
+from medssl.denoise.filter2noise.api import denoise_volume  # noqa: E402
+from medssl.denoise.filter2noise.config import preset  # noqa: E402
+from medssl.denoise.metrics import SOFT_TISSUE_WINDOW, psnr, ssim  # noqa: E402
+from medssl.denoise.noise import noise_std_hu  # noqa: E402
+from medssl.io import Volume  # noqa: E402
+
+RESULTS = HERE / "results.jsonl"
+CURVE = HERE / "curve.jsonl"
+TIMING = HERE / "timing.json"
+SEEDS = (0, 1, 2)
+BM3D_SCALE = 1000.0  # BM3D runs on HU / 1000; its sigma is given in HU
+
+
+def _f2n(name: str, **fit: object) -> Callable[[Case, int], np.ndarray]:
+    def run(case: Case, seed: int) -> np.ndarray:
+        cfg = preset(name).with_fit(**fit) if fit else preset(name)
+        vol = Volume(
+            case.noisy[None].astype(np.float32), spacing=(1.0, case.pixel_mm, case.pixel_mm)
+        )
+        return denoise_volume(vol, cfg, seed=seed).volume.array[0]
+
+    return run
+
+
+def _zsn2n(case: Case, seed: int) -> np.ndarray:
+    x = torch.from_numpy(case.noisy.astype(np.float32) / 1000.0)
+    return zsn2n_denoise(x, seed=seed).numpy() * 1000.0
+
+
+def _gauss_fixed(case: Case, seed: int) -> np.ndarray:
+    return gaussian_denoise(case.noisy, 1.0)
+
+
+def _gauss_oracle(case: Case, seed: int) -> np.ndarray:
+    best, _ = oracle_search(
+        lambda s: psnr(gaussian_denoise(case.noisy, s), case.reference), 0.2, 6.0
+    )
+    return gaussian_denoise(case.noisy, best)
+
+
+def _bm3d(case: Case, sigma_hu: float) -> np.ndarray:
+    import bm3d
+
+    out = bm3d.bm3d(case.noisy.astype(np.float64) / BM3D_SCALE, sigma_hu / BM3D_SCALE)
+    return np.asarray(out, dtype=np.float64) * BM3D_SCALE
+
+
+def _bm3d_blind(case: Case, seed: int) -> np.ndarray:
+    return _bm3d(case, noise_std_hu(case.noisy))
+
+
+def _bm3d_oracle(case: Case, seed: int) -> np.ndarray:
+    best, _ = oracle_search(
+        lambda s: psnr(_bm3d(case, s), case.reference), 10.0, 400.0, coarse=7, refine=5
+    )
+    return _bm3d(case, best)
+
+
+# name -> (function, seeded)
+METHODS: dict[str, tuple[Callable[[Case, int], np.ndarray], bool]] = {
+    "medssl": (_f2n("medssl"), True),
+    "published": (_f2n("published"), False),
+    "global": (_f2n("global"), False),
+    "zsn2n": (_zsn2n, False),
+    "bm3d_blind": (_bm3d_blind, False),
+    "bm3d_oracle": (_bm3d_oracle, False),
+    "gauss_1px": (_gauss_fixed, False),
+    "gauss_oracle": (_gauss_oracle, False),
+    "noisy": (lambda c, s: c.noisy, False),
+}
+
+
+def _scores(out: np.ndarray, case: Case) -> dict[str, float]:
+    return {
+        "psnr": psnr(out, case.reference),
+        "ssim": ssim(out, case.reference),
+        "psnr_soft": psnr(out, case.reference, SOFT_TISSUE_WINDOW),
+    }
+
+
+def _load(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _append(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    done = {(r["method"], r["case"], r["dose"], r["seed"]) for r in _load(RESULTS)}
+    cases = load_cases(tuple(args.dose), tuple(args.cases) if args.cases else None)
+    for case in cases:
+        for method in args.methods:
+            fn, seeded = METHODS[method]
+            for seed in SEEDS[: args.seeds] if seeded else (0,):
+                key = (method, case.name, case.dose, seed)
+                if key in done:
+                    continue
+                t0 = time.perf_counter()
+                out = fn(case, seed)
+                dt = time.perf_counter() - t0
+                row = {
+                    "method": method,
+                    "case": case.name,
+                    "size": case.size,
+                    "dose": case.dose,
+                    "seed": seed,
+                    "seconds": round(dt, 3),
+                    **{k: round(v, 4) for k, v in _scores(out, case).items()},
+                }
+                _append(RESULTS, row)
+                print(json.dumps(row), flush=True)
+
+
+def cmd_curve(args: argparse.Namespace) -> None:
+    """PSNR against fitting steps (and time) for the medssl preset, at quarter dose."""
+    torch.set_num_threads(args.threads)
+    done = {(r["steps"], r["case"]) for r in _load(CURVE)}
+    for case in load_cases(("quarter",), tuple(args.cases) if args.cases else None):
+        for steps in args.steps:
+            if (steps, case.name) in done:
+                continue
+            t0 = time.perf_counter()
+            out = _f2n("medssl", steps=steps)(case, 0)
+            row = {
+                "steps": steps,
+                "case": case.name,
+                "size": case.size,
+                "seconds": round(time.perf_counter() - t0, 3),
+                **{k: round(v, 4) for k, v in _scores(out, case).items()},
+            }
+            _append(CURVE, row)
+            print(json.dumps(row), flush=True)
+
+
+def _timed_cli(cmd: list[str]) -> dict[str, float]:
+    """Wall time and peak RSS of one ``medssl`` process (GNU time's %M, KiB)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, check=True
+    )
+    wall = time.perf_counter() - t0
+    peak_kib = int(proc.stderr.strip().splitlines()[-1])
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(peak_kib / 1024, 1)}
+
+
+def cmd_timing(args: argparse.Namespace) -> None:
+    """Process start to file written, with the CLI: one 512^2 slice, one 256^2 slice, and the
+    48-slice lung1 volume (DICOM series in, NIfTI out)."""
+    import tempfile
+
+    from medssl.data import fetch
+    from medssl.io import write_volume
+
+    medssl = str(Path(sys.executable).with_name("medssl"))
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("lung1_z24", "lung1_z24_256"):
+            case = load_cases(("quarter",), (name,))[0]
+            src = Path(tmp) / f"{name}.nii.gz"
+            vol = Volume(case.noisy[None].astype(np.float32), (1.0, case.pixel_mm, case.pixel_mm))
+            write_volume(vol, src)
+            rows[f"{name} ({case.size}^2 slice)"] = _timed_cli(
+                [medssl, "denoise", str(src), "-o", str(Path(tmp) / f"{name}_out.nii.gz")]
+            )
+        rows["lung1 volume (48 x 512^2, DICOM in)"] = _timed_cli(
+            [medssl, "denoise", str(fetch("lung1")), "-o", str(Path(tmp) / "lung1.nii.gz")]
+        )
+    info = {
+        "rows": rows,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    TIMING.write_text(json.dumps(info, indent=1) + "\n")
+    print(json.dumps(info, indent=1))
+
+
+def cmd_figure(args: argparse.Namespace) -> None:
+    """Noisy / medssl / reference / the sigma maps of the last stage, for one case."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    torch.set_num_threads(args.threads)
+    case = load_cases(("quarter",), (args.case,))[0]
+    vol = Volume(case.noisy[None].astype(np.float32), (1.0, case.pixel_mm, case.pixel_mm))
+    res = denoise_volume(vol, preset("medssl"), seed=0)
+    den = res.volume.array[0]
+    maps = res.sigma_maps[0][0]  # stage 1, (3, H, W): sigma_y, sigma_x (pixels), sigma_r (HU)
+    gauss = _gauss_oracle(case, 0)
+    win = (-160, 240)
+    panels = [
+        (case.noisy, f"quarter dose  {psnr(case.noisy, case.reference):.2f} dB"),
+        (gauss, f"oracle Gaussian  {psnr(gauss, case.reference):.2f} dB"),
+        (den, f"medssl F2N  {psnr(den, case.reference):.2f} dB"),
+        (case.reference, "reference"),
+    ]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 8.4))
+    for ax, (img, title) in zip(axes[0], panels, strict=True):
+        ax.imshow(img, cmap="gray", vmin=win[0], vmax=win[1])
+        ax.set_title(title)
+    titles = ("stage 1 sigma_y (mm)", "stage 1 sigma_x (mm)", "stage 1 sigma_r (HU)")
+    scales = (case.pixel_mm, case.pixel_mm, 1.0)
+    for k, ax in enumerate(axes[1][:3]):
+        im = ax.imshow(maps[k] * scales[k], cmap="magma")
+        ax.set_title(titles[k])
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    axes[1][3].imshow(np.clip(case.noisy - den, -150, 150), cmap="gray")
+    axes[1][3].set_title("removed: noisy - denoised (HU, +-150)")
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(f"{case.name}, quarter dose, soft-tissue window [-160, 240] HU")
+    fig.tight_layout()
+    fig.savefig(HERE / "figure.png", dpi=72)
+    print("wrote", HERE / "figure.png")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std())
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    rows = _load(RESULTS)
+    by: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        by[(r["dose"], r["method"], r["case"])].append(r)
+    methods = [m for m in METHODS if any(k[1] == m for k in by)]
+    for dose in ("quarter", "normal"):
+        cases = sorted({k[2] for k in by if k[0] == dose}, key=lambda c: (-_size(by, c), c))
+        if not cases:
+            continue
+        present = [m for m in methods if all((dose, m, c) in by for c in cases)]
+        print(f"\n### {dose} dose: PSNR (dB, HU clipped to [-1000, 1000]) per case\n")
+        print("| case | size | " + " | ".join(present) + " |")
+        print("|---|---|" + "---|" * len(present))
+        for c in cases:
+            cells = []
+            for m in present:
+                mu, sd = _mean_std([r["psnr"] for r in by[(dose, m, c)]])
+                cells.append(f"{mu:.2f} ± {sd:.2f}" if len(by[(dose, m, c)]) > 1 else f"{mu:.2f}")
+            print(f"| {c} | {_size(by, c)} | " + " | ".join(cells) + " |")
+        print(f"\n### {dose} dose: means over {len(cases)} cases\n")
+        print("| method | PSNR | SSIM | PSNR soft tissue | PSNR 512² | PSNR 256² | s / slice |")
+        print("|---|---|---|---|---|---|---|")
+        for m in present:
+            cell = _mean_cell(by, dose, m, cases)
+            print(
+                f"| {m} | {cell('psnr')} | {cell('ssim')} | {cell('psnr_soft')} | "
+                f"{cell('psnr', 512)} | {cell('psnr', 256)} | {cell('seconds')} |"
+            )
+        if "medssl" in present:
+            seeds = defaultdict(list)
+            for c in cases:
+                for r in by[(dose, "medssl", c)]:
+                    seeds[r["seed"]].append(r["psnr"])
+            per_seed = [float(np.mean(v)) for v in seeds.values()]
+            print(
+                f"\nmedssl mean PSNR per seed: {', '.join(f'{v:.2f}' for v in per_seed)} "
+                f"(spread {max(per_seed) - min(per_seed):.2f} dB)"
+            )
+    curve = _load(CURVE)
+    if curve:
+        print("\n### Speed/quality curve (quarter dose, seed 0)\n")
+        print("| fitting steps | mean PSNR | mean SSIM | mean s / slice | cases |")
+        print("|---|---|---|---|---|")
+        groups: dict[int, list[dict]] = defaultdict(list)
+        for r in curve:
+            groups[r["steps"]].append(r)
+        for steps in sorted(groups):
+            g = groups[steps]
+            print(
+                f"| {steps} | {np.mean([r['psnr'] for r in g]):.2f} | "
+                f"{np.mean([r['ssim'] for r in g]):.4f} | "
+                f"{np.mean([r['seconds'] for r in g]):.1f} | {len(g)} |"
+            )
+
+
+def _mean_cell(by: dict, dose: str, m: str, cases: list[str]) -> Callable[..., str]:
+    def cell(key: str, size: int | None = None) -> str:
+        vals = [
+            np.mean([r[key] for r in by[(dose, m, c)]])
+            for c in cases
+            if size is None or _size(by, c) == size
+        ]
+        return f"{np.mean(vals):.{4 if key == 'ssim' else 2}f}" if vals else "-"
+
+    return cell
+
+
+def _size(by: dict, case: str) -> int:
+    return next(r["size"] for k, v in by.items() if k[2] == case for r in v)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run")
+    run.add_argument("--dose", nargs="+", default=["quarter"], choices=["quarter", "normal"])
+    run.add_argument("--cases", nargs="+")
+    run.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    run.add_argument("--seeds", type=int, default=3)
+    run.add_argument("--threads", type=int, default=2)
+    curve = sub.add_parser("curve")
+    curve.add_argument("--steps", nargs="+", type=int, default=[25, 50, 100, 200, 400])
+    curve.add_argument("--cases", nargs="+")
+    curve.add_argument("--threads", type=int, default=2)
+    sub.add_parser("timing")
+    fig = sub.add_parser("figure")
+    fig.add_argument("--case", default="lung1_z24")
+    fig.add_argument("--threads", type=int, default=2)
+    sub.add_parser("report")
+    args = ap.parse_args()
+    {
+        "run": cmd_run,
+        "curve": cmd_curve,
+        "timing": cmd_timing,
+        "figure": cmd_figure,
+        "report": cmd_report,
+    }[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
