@@ -7,6 +7,7 @@ Commands (run from the repository root with the project's environment)::
     .venv/bin/python benchmarks/ldct/bench.py run --dose quarter     # results -> results.jsonl
     .venv/bin/python benchmarks/ldct/bench.py curve                  # steps vs PSNR -> curve.jsonl
     .venv/bin/python benchmarks/ldct/bench.py timing                 # CLI wall time, peak memory
+    .venv/bin/python benchmarks/ldct/bench.py volume                 # 2D vs 3D -> volume.json
     .venv/bin/python benchmarks/ldct/bench.py figure                 # figure.png
     .venv/bin/python benchmarks/ldct/bench.py report                 # RESULTS.md tables (stdout)
 
@@ -63,9 +64,12 @@ def _f2n(name: str, **fit: object) -> Callable[[Case, int], np.ndarray]:
     return run
 
 
+ZSN2N_STEPS = 500  # the paper: 2000 (on a GPU); ~1.5 s per 512^2 step on one CPU core
+
+
 def _zsn2n(case: Case, seed: int) -> np.ndarray:
     x = torch.from_numpy(case.noisy.astype(np.float32) / 1000.0)
-    return zsn2n_denoise(x, seed=seed).numpy() * 1000.0
+    return zsn2n_denoise(x, steps=ZSN2N_STEPS, seed=seed).numpy() * 1000.0
 
 
 def _gauss_fixed(case: Case, seed: int) -> np.ndarray:
@@ -130,16 +134,21 @@ def _append(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def _done() -> set[tuple]:
+    return {(r["method"], r["case"], r["dose"], r["seed"]) for r in _load(RESULTS)}
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    done = {(r["method"], r["case"], r["dose"], r["seed"]) for r in _load(RESULTS)}
     cases = load_cases(tuple(args.dose), tuple(args.cases) if args.cases else None)
+    if args.reverse:  # a second process can work from the other end of the list
+        cases = cases[::-1]
     for case in cases:
         for method in args.methods:
             fn, seeded = METHODS[method]
             for seed in SEEDS[: args.seeds] if seeded else (0,):
                 key = (method, case.name, case.dose, seed)
-                if key in done:
+                if key in _done():  # re-read: another process may have done it meanwhile
                     continue
                 t0 = time.perf_counter()
                 out = fn(case, seed)
@@ -220,6 +229,45 @@ def cmd_timing(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=1))
 
 
+def cmd_volume(args: argparse.Namespace) -> None:
+    """2D (fit on a sample of slices, in-plane filter) against 3D (sigma_z on the 3D kernel) on
+    contiguous lung1 slices, each with its own simulated quarter dose."""
+    from medssl.data import fetch
+    from medssl.data.ldct import simulate_low_dose
+    from medssl.io import read_volume
+
+    torch.set_num_threads(args.threads)
+    lung = read_volume(fetch("lung1"))
+    px = float(lung.spacing[2])
+    zs = range(args.z0, args.z0 + args.slices)
+    pairs = [simulate_low_dose(lung.array[z].astype(np.float64), px, 2.5e4, seed=z) for z in zs]
+    noisy = Volume(
+        np.stack([p.noisy for p in pairs]).astype(np.float32),
+        spacing=lung.spacing,
+        modality="CT",
+    )
+    rows = []
+    for mode, cfg in (("2d", preset("medssl")), ("3d", preset("medssl").with_model(nd=3))):
+        for seed in SEEDS[: args.seeds]:
+            t0 = time.perf_counter()
+            out = denoise_volume(noisy, cfg, seed=seed).volume.array
+            dt = time.perf_counter() - t0
+            scores = [
+                _scores(out[i], Case("", 512, px, "quarter", p.noisy, p.reference))
+                for i, p in enumerate(pairs)
+            ]
+            row = {
+                "mode": mode,
+                "seed": seed,
+                "slices": f"{args.z0}-{args.z0 + args.slices - 1}",
+                "seconds": round(dt, 2),
+                **{k: round(float(np.mean([sc[k] for sc in scores])), 4) for k in scores[0]},
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    (HERE / "volume.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
 def cmd_figure(args: argparse.Namespace) -> None:
     """Noisy / medssl / reference / the sigma maps of the last stage, for one case."""
     import matplotlib
@@ -267,9 +315,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    rows = _load(RESULTS)
+    rows = {(r["method"], r["case"], r["dose"], r["seed"]): r for r in reversed(_load(RESULTS))}
     by: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    for r in rows:
+    for r in rows.values():  # the first row of each key (two processes may both have run it)
         by[(r["dose"], r["method"], r["case"])].append(r)
     methods = [m for m in METHODS if any(k[1] == m for k in by)]
     for dose in ("quarter", "normal"):
@@ -277,24 +325,32 @@ def cmd_report(args: argparse.Namespace) -> None:
         if not cases:
             continue
         present = [m for m in methods if all((dose, m, c) in by for c in cases)]
-        print(f"\n### {dose} dose: PSNR (dB, HU clipped to [-1000, 1000]) per case\n")
-        print("| case | size | " + " | ".join(present) + " |")
-        print("|---|---|" + "---|" * len(present))
-        for c in cases:
-            cells = []
-            for m in present:
-                mu, sd = _mean_std([r["psnr"] for r in by[(dose, m, c)]])
-                cells.append(f"{mu:.2f} ± {sd:.2f}" if len(by[(dose, m, c)]) > 1 else f"{mu:.2f}")
-            print(f"| {c} | {_size(by, c)} | " + " | ".join(cells) + " |")
-        print(f"\n### {dose} dose: means over {len(cases)} cases\n")
-        print("| method | PSNR | SSIM | PSNR soft tissue | PSNR 512² | PSNR 256² | s / slice |")
-        print("|---|---|---|---|---|---|---|")
-        for m in present:
-            cell = _mean_cell(by, dose, m, cases)
-            print(
-                f"| {m} | {cell('psnr')} | {cell('ssim')} | {cell('psnr_soft')} | "
-                f"{cell('psnr', 512)} | {cell('psnr', 256)} | {cell('seconds')} |"
-            )
+        partial = [
+            m for m in methods if m not in present and any((dose, m, c) in by for c in cases)
+        ]
+        for key, label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM")):
+            print(f"\n### {dose} dose: {label} per case (HU clipped to [-1000, 1000])\n")
+            print("| case | size | " + " | ".join(present + partial) + " |")
+            print("|---|---|" + "---|" * len(present + partial))
+            for c in cases:
+                cells = []
+                for m in present + partial:
+                    got = by.get((dose, m, c), [])
+                    if not got:
+                        cells.append("-")
+                        continue
+                    mu, sd = _mean_std([r[key] for r in got])
+                    digits = 4 if key == "ssim" else 2
+                    cells.append(
+                        f"{mu:.{digits}f}" + (f" ± {sd:.{digits}f}" if len(got) > 1 else "")
+                    )
+                print(f"| {c} | {_size(by, c)} | " + " | ".join(cells) + " |")
+        print(f"\n### {dose} dose: means over the {len(cases)} cases\n")
+        _means_table(by, dose, present, cases)
+        for m in partial:
+            sub = [c for c in cases if (dose, m, c) in by]
+            print(f"\n### {dose} dose: {m} on the {len(sub)} cases it ran on ({', '.join(sub)})\n")
+            _means_table(by, dose, [*present, m], sub)
         if "medssl" in present:
             seeds = defaultdict(list)
             for c in cases:
@@ -305,6 +361,8 @@ def cmd_report(args: argparse.Namespace) -> None:
                 f"\nmedssl mean PSNR per seed: {', '.join(f'{v:.2f}' for v in per_seed)} "
                 f"(spread {max(per_seed) - min(per_seed):.2f} dB)"
             )
+            _targets(by, dose, present, cases)
+    _report_extra()
     curve = _load(CURVE)
     if curve:
         print("\n### Speed/quality curve (quarter dose, seed 0)\n")
@@ -320,6 +378,89 @@ def cmd_report(args: argparse.Namespace) -> None:
                 f"{np.mean([r['ssim'] for r in g]):.4f} | "
                 f"{np.mean([r['seconds'] for r in g]):.1f} | {len(g)} |"
             )
+        _plot_curve(groups)
+
+
+def _plot_curve(groups: dict[int, list[dict]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sorted(groups)
+    cases = sorted({r["case"] for g in groups.values() for r in g})
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for case in cases:
+        pts = [(s, r["psnr"]) for s in steps for r in groups[s] if r["case"] == case]
+        ax.plot(*zip(*pts, strict=True), marker="o", lw=1, alpha=0.6, label=case)
+    ax.plot(
+        steps, [np.mean([r["psnr"] for r in groups[s]]) for s in steps], "k-o", lw=2.5, label="mean"
+    )
+    ax.axvline(preset("medssl").fit.steps, color="grey", ls="--", label="default")
+    ax.set_xscale("log")
+    ax.set_xlabel("fitting steps (each 4 crops of 128x128)")
+    ax.set_ylabel("PSNR (dB), quarter dose")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(HERE / "curve.png", dpi=80)
+
+
+def _means_table(by: dict, dose: str, methods: list[str], cases: list[str]) -> None:
+    print(
+        "| method | PSNR | SSIM | PSNR soft tissue | PSNR 512² | PSNR 256² | s / slice (1 thread) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for m in methods:
+        cell = _mean_cell(by, dose, m, cases)
+        print(
+            f"| {m} | {cell('psnr')} | {cell('ssim')} | {cell('psnr_soft')} | "
+            f"{cell('psnr', 512)} | {cell('psnr', 256)} | {cell('seconds')} |"
+        )
+
+
+def _targets(by: dict, dose: str, methods: list[str], cases: list[str]) -> None:
+    """medssl against each method: mean PSNR gain and SSIM difference over the cases."""
+
+    def mean(m: str, key: str) -> float:
+        return float(np.mean([np.mean([r[key] for r in by[(dose, m, c)]]) for c in cases]))
+
+    goal = {"published": 0.5, "global": 0.3, "bm3d_blind": 1.0, "gauss_oracle": 1.0}
+    print(f"\n### {dose} dose: medssl (default settings) against each method\n")
+    print("| against | PSNR gain (dB) | SSIM difference | issue target (dB) | met |")
+    print("|---|---|---|---|---|")
+    for m in methods:
+        if m in ("medssl", "noisy"):
+            continue
+        gain = mean("medssl", "psnr") - mean(m, "psnr")
+        dssim = mean("medssl", "ssim") - mean(m, "ssim")
+        target = goal.get(m)
+        met = "-" if target is None else ("yes" if gain >= target and dssim >= 0 else "no")
+        shown = "-" if target is None else f"+{target}"
+        print(f"| {m} | {gain:+.2f} | {dssim:+.4f} | {shown} | {met} |")
+
+
+def _report_extra() -> None:
+    if (HERE / "volume.json").exists():
+        rows = json.loads((HERE / "volume.json").read_text())
+        print("\n### 2D against 3D on contiguous lung1 slices (quarter dose per slice)\n")
+        print("| mode | seeds | mean PSNR | mean SSIM | PSNR soft tissue | s (fit + apply) |")
+        print("|---|---|---|---|---|---|")
+        for mode in ("2d", "3d"):
+            g = [r for r in rows if r["mode"] == mode]
+            print(
+                f"| {mode} | {len(g)} | {np.mean([r['psnr'] for r in g]):.2f} | "
+                f"{np.mean([r['ssim'] for r in g]):.4f} | "
+                f"{np.mean([r['psnr_soft'] for r in g]):.2f} | "
+                f"{np.mean([r['seconds'] for r in g]):.1f} |"
+            )
+        print(f"\nslices {rows[0]['slices']} of lung1 (512 x 512, 5 mm apart)")
+    if TIMING.exists():
+        info = json.loads(TIMING.read_text())
+        print(f"\n### Wall time, process start to file written ({info['machine']})\n")
+        print("| input | wall (s) | peak RSS (MiB) |")
+        print("|---|---|---|")
+        for name, r in info["rows"].items():
+            print(f"| {name} | {r['wall_s']} | {r['peak_rss_mib']} |")
 
 
 def _mean_cell(by: dict, dose: str, m: str, cases: list[str]) -> Callable[..., str]:
@@ -347,11 +488,17 @@ def main() -> None:
     run.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     run.add_argument("--seeds", type=int, default=3)
     run.add_argument("--threads", type=int, default=2)
+    run.add_argument("--reverse", action="store_true", help="Cases in reverse order.")
     curve = sub.add_parser("curve")
     curve.add_argument("--steps", nargs="+", type=int, default=[25, 50, 100, 200, 400])
     curve.add_argument("--cases", nargs="+")
     curve.add_argument("--threads", type=int, default=2)
     sub.add_parser("timing")
+    vol = sub.add_parser("volume")
+    vol.add_argument("--z0", type=int, default=20)
+    vol.add_argument("--slices", type=int, default=8)
+    vol.add_argument("--seeds", type=int, default=2)
+    vol.add_argument("--threads", type=int, default=2)
     fig = sub.add_parser("figure")
     fig.add_argument("--case", default="lung1_z24")
     fig.add_argument("--threads", type=int, default=2)
@@ -361,6 +508,7 @@ def main() -> None:
         "run": cmd_run,
         "curve": cmd_curve,
         "timing": cmd_timing,
+        "volume": cmd_volume,
         "figure": cmd_figure,
         "report": cmd_report,
     }[args.cmd](args)
