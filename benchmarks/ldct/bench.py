@@ -8,6 +8,7 @@ Commands (run from the repository root with the project's environment)::
     .venv/bin/python benchmarks/ldct/bench.py curve                  # steps vs PSNR -> curve.jsonl
     .venv/bin/python benchmarks/ldct/bench.py timing                 # CLI wall time, peak memory
     .venv/bin/python benchmarks/ldct/bench.py volume                 # 2D vs 3D -> volume.json
+    .venv/bin/python benchmarks/ldct/bench.py noise                  # noise correlation
     .venv/bin/python benchmarks/ldct/bench.py figure                 # figure.png
     .venv/bin/python benchmarks/ldct/bench.py report                 # RESULTS.md tables (stdout)
 
@@ -268,6 +269,37 @@ def cmd_volume(args: argparse.Namespace) -> None:
     (HERE / "volume.json").write_text(json.dumps(rows, indent=1) + "\n")
 
 
+def _rho(e: np.ndarray, mask: np.ndarray, var: float, dy: int, dx: int) -> float:
+    """Correlation coefficient of ``e`` at lag ``(dy, dx)`` over ``mask``."""
+    h, w = e.shape
+    a = e[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)]
+    b = e[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+    m = mask[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)]
+    return float(np.mean((a * b)[m]) / var)
+
+
+def cmd_noise(args: argparse.Namespace) -> None:
+    """Spatial correlation of the simulated noise (noisy - reference, in tissue > -600 HU) and
+    the correlation it implies between the two pixel-pair downsampled views g1 and g2."""
+    print(
+        "| case | noise std (HU) | rho(0,1) | rho(1,0) | rho(1,1) | rho(1,-1) | rho(0,2) "
+        "| corr(g1 noise, g2 noise) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for case in load_cases(("quarter",)):
+        e = case.noisy.astype(np.float64) - case.reference
+        tissue = case.reference > -600
+        e = e - e[tissue].mean()
+        var = float(np.mean(e[tissue] ** 2))
+
+        r = {k: _rho(e, tissue, var, *k) for k in ((0, 1), (1, 0), (1, 1), (1, -1), (0, 2))}
+        # g1 = mean of (0,0),(1,1); g2 = mean of (0,1),(1,0) in each 2x2 block
+        cov = (r[(0, 1)] + r[(1, 0)]) / 2
+        corr = cov / np.sqrt((1 + r[(1, 1)]) / 2 * (1 + r[(1, -1)]) / 2)
+        cells = " | ".join(f"{v:+.2f}" for v in r.values())
+        print(f"| {case.name} | {np.sqrt(var):.1f} | {cells} | {corr:+.2f} |")
+
+
 def cmd_figure(args: argparse.Namespace) -> None:
     """Noisy / medssl / reference / the sigma maps of the last stage, for one case."""
     import matplotlib
@@ -494,6 +526,7 @@ def main() -> None:
     curve.add_argument("--cases", nargs="+")
     curve.add_argument("--threads", type=int, default=2)
     sub.add_parser("timing")
+    sub.add_parser("noise")
     vol = sub.add_parser("volume")
     vol.add_argument("--z0", type=int, default=20)
     vol.add_argument("--slices", type=int, default=8)
@@ -508,6 +541,7 @@ def main() -> None:
         "run": cmd_run,
         "curve": cmd_curve,
         "timing": cmd_timing,
+        "noise": cmd_noise,
         "volume": cmd_volume,
         "figure": cmd_figure,
         "report": cmd_report,

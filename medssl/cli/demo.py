@@ -79,6 +79,7 @@ _DENOISE_DEFAULTS = {
     "steps": None,
     "seed": 0,
     "device": "cpu",
+    "threads": None,
     "save_model": None,
     "model_path": None,
     "overwrite": True,

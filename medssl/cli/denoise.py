@@ -59,6 +59,13 @@ def denoise(
     steps: int | None = typer.Option(None, "--steps", help="Fitting steps (default: preset's)."),
     seed: int = typer.Option(0, "--seed", help="Seed (weights and crops): same seed, same output."),
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="CPU threads (default: torch's, one per core). When several medssl processes "
+        "share a machine, give each cores / processes: oversubscribed threads run many "
+        "times slower.",
+    ),
     save_model: Path | None = typer.Option(
         None, "--save-model", help="Save the fitted model (.pt) to re-apply it later."
     ),
@@ -100,6 +107,10 @@ def denoise(
         if steps < 1:
             raise InputError("--steps must be >= 1")
         config = config.with_fit(steps=steps)
+    if threads is not None:
+        if threads < 1:
+            raise InputError("--threads must be >= 1")
+        torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {device}: no CUDA device here", hint="use --device cpu")
 

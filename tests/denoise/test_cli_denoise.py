@@ -10,7 +10,7 @@ import pytest
 from medssl.io import read_volume, write_dicom_series, write_volume
 from tests.denoise.phantom import phantom
 
-FAST = ["--steps", "10"]
+FAST = ["--steps", "10", "--threads", "1"]
 
 
 @pytest.fixture
@@ -98,6 +98,7 @@ def test_strength_zero_and_roi(medssl, ct_nifti, tmp_path):
         (["--roi", "1:1,0:5,0:5"], "holds no voxel"),
         (["--roi", "nope.nii.gz"], "neither a mask file"),
         (["--device", "cuda:7"], "no CUDA device"),
+        (["--threads", "0"], "--threads"),
     ],
 )
 def test_bad_options_exit_2_and_write_nothing(medssl, ct_nifti, tmp_path, args, needle):
@@ -105,7 +106,7 @@ def test_bad_options_exit_2_and_write_nothing(medssl, ct_nifti, tmp_path, args, 
 
     if "cuda:7" in args and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    r = medssl("denoise", ct_nifti, "-o", tmp_path / "o.nii.gz", *args, *FAST)
+    r = medssl("denoise", ct_nifti, "-o", tmp_path / "o.nii.gz", *FAST, *args)
     assert r.code == 2, r.output
     assert needle in r.output and "Traceback" not in r.output
     assert not (tmp_path / "o.nii.gz").exists()
