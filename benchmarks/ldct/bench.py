@@ -176,7 +176,7 @@ def cmd_curve(args: argparse.Namespace) -> None:
             if (steps, case.name) in done:
                 continue
             t0 = time.perf_counter()
-            out = _f2n("medssl", steps=steps)(case, 0)
+            out = _f2n("medssl", steps=steps, scale_steps=False)(case, 0)
             row = {
                 "steps": steps,
                 "case": case.name,

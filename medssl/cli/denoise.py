@@ -56,7 +56,11 @@ def denoise(
     preset_name: str = typer.Option(
         "medssl", "--preset", help="Settings: medssl (default), published, global."
     ),
-    steps: int | None = typer.Option(None, "--steps", help="Fitting steps (default: preset's)."),
+    steps: int | None = typer.Option(
+        None,
+        "--steps",
+        help="Fitting steps (default: the preset's, scaled down for slices under 512²).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed (weights and crops): same seed, same output."),
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
     threads: int | None = typer.Option(
@@ -106,7 +110,7 @@ def denoise(
     if steps is not None:
         if steps < 1:
             raise InputError("--steps must be >= 1")
-        config = config.with_fit(steps=steps)
+        config = config.with_fit(steps=steps, scale_steps=False)
     if threads is not None:
         if threads < 1:
             raise InputError("--threads must be >= 1")
@@ -161,7 +165,7 @@ def denoise(
             console=err,
             transient=True,
         ) as bar:
-            task = bar.add_task("fit", total=config.fit.steps, loss=0.0)
+            task = bar.add_task("fit", total=config.steps_for(*volume.shape[1:]), loss=0.0)
             denoiser = fit_denoiser(
                 volume,
                 config,
@@ -170,7 +174,8 @@ def denoise(
                 progress=lambda s, n, loss: bar.update(task, completed=s, loss=loss),
             )
         out.print(
-            f"fitted {config.name} ({config.model.stages} stages, {config.fit.steps} steps) in "
+            f"fitted {config.name} ({config.model.stages} stages, "
+            f"{denoiser.config.fit.steps} steps) in "
             f"{denoiser.report.seconds:.1f} s"  # type: ignore[union-attr]
         )
     result, maps = apply_denoiser(denoiser, volume, edit=edit, device=device)

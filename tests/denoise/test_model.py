@@ -17,7 +17,7 @@ from medssl.denoise.filter2noise import (
 )
 from tests.denoise.phantom import phantom
 
-FAST = preset("medssl").with_fit(steps=12, crop=32, batch=2)
+FAST = preset("medssl").with_fit(steps=12, scale_steps=False, crop=32, batch=2)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_outside_fov_padding_is_restored():
 @pytest.mark.parametrize("name", ["published", "global"])
 def test_other_presets_build_and_run(name):
     vol, _ = phantom((1, 32, 40))
-    cfg = preset(name).with_fit(steps=2)
+    cfg = preset(name).with_fit(steps=2, scale_steps=False)
     out, maps = apply_denoiser(fit_denoiser(vol, cfg, seed=0), vol)
     assert out.shape == vol.shape and len(maps) == 2
 
@@ -125,3 +125,16 @@ def test_3d_mode_filters_with_sigma_z():
 def test_model_builder_refuses_unknown_predictor():
     with pytest.raises(ValueError, match="unknown predictor"):
         build_model(FAST.model.__class__(predictor="transformer"))
+
+
+def test_fitting_steps_scale_with_the_slice_size():
+    cfg = preset("medssl")
+    assert cfg.fit.steps == 100
+    assert cfg.steps_for(512, 512) == 100 and cfg.steps_for(1024, 768) == 100
+    assert cfg.steps_for(384, 384) == 75
+    assert cfg.steps_for(256, 256) == 50 and cfg.steps_for(128, 128) == 50
+    assert cfg.with_fit(scale_steps=False).steps_for(128, 128) == 100
+    assert preset("published").steps_for(128, 128) == 500
+    vol, _ = phantom(shape=(1, 40, 40))
+    den = fit_denoiser(vol, cfg.with_fit(steps=4, crop=16, batch=1), seed=0)
+    assert den.report is not None and den.report.steps == 2 and den.config.fit.steps == 2

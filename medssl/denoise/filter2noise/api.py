@@ -167,6 +167,7 @@ def fit_denoiser(
     cfg = config or preset("medssl")
     if cfg.model.nd == 3 and volume.shape[0] < 2:
         cfg = cfg.with_model(nd=2)
+    cfg = cfg.with_fit(steps=cfg.steps_for(*volume.shape[1:]), scale_steps=False)
     torch.manual_seed(seed)
     hu = torch.from_numpy(volume.array)
     net, scale = _to_net(hu, cfg)
