@@ -218,7 +218,7 @@ def cmd_timing(args: argparse.Namespace) -> None:
             rows[f"{name} ({case.size}^2 slice)"] = _timed_cli(
                 [medssl, "denoise", str(src), "-o", str(Path(tmp) / f"{name}_out.nii.gz")]
             )
-        rows["lung1 volume (48 x 512^2, DICOM in)"] = _timed_cli(
+        rows["lung1 volume (48 x 512^2, NRRD in)"] = _timed_cli(
             [medssl, "denoise", str(fetch("lung1")), "-o", str(Path(tmp) / "lung1.nii.gz")]
         )
     info = {
