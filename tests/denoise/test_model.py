@@ -122,6 +122,19 @@ def test_3d_mode_filters_with_sigma_z():
     assert (maps[0][:, 0] <= 1.0 + 1e-5).all()  # sigma_z bound
 
 
+def test_initial_sigmas_leave_room_to_learn():
+    """Every spatial sigma starts at most at half its bound, where the bounded head still has
+    a gradient (sigma_z has a bound of 1 voxel and an initial value of 1 would saturate)."""
+    model = build_model(preset("medssl").model.__class__(nd=3))
+    stage = model.stages[0]
+    bias = stage.bias.detach().clone().requires_grad_(True)
+    sig = torch.sigmoid(bias) * stage.bounds
+    assert sig[0].item() == pytest.approx(0.5, rel=1e-4)  # sigma_z: half of 1 voxel
+    assert sig[1].item() == pytest.approx(1.0, rel=1e-4)  # in-plane: init_spatial
+    sig[0].backward()
+    assert bias.grad[0].item() > 0.2
+
+
 def test_model_builder_refuses_unknown_predictor():
     with pytest.raises(ValueError, match="unknown predictor"):
         build_model(FAST.model.__class__(predictor="transformer"))

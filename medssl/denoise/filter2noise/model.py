@@ -100,7 +100,9 @@ class AGBFStage(nn.Module):
         self.head = head
         self.register_buffer("bounds", torch.tensor([*sigma_max, range_max], dtype=torch.float32))
         self.register_buffer("lower", torch.zeros(nd + 1))
-        init = [_logit(min(init_spatial, m) / m) for m in sigma_max] + [
+        # at most half the bound: a sigmoid started at its bound has no gradient (sigma_z, with
+        # a bound of 1 voxel, would otherwise stay stuck at its maximum)
+        init = [_logit(min(init_spatial, m / 2) / m) for m in sigma_max] + [
             _logit(init_range / range_max)
         ]
         self.bias = nn.Parameter(torch.tensor(init, dtype=torch.float32))
