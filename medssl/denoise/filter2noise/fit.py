@@ -2,9 +2,9 @@
 
 Each step draws ``batch`` random crops (whole images with ``crop = 0``) from the fitting
 images, evaluates :func:`~medssl.denoise.filter2noise.loss.filter2noise_loss` and takes an
-AdamW step under a OneCycle learning-rate schedule. Crops keep their pixel coordinates in the
-full image, so the position input means the same at fitting and at inference. Deterministic
-given the seed.
+AdamW step under a one-cycle learning-rate schedule (:mod:`.optim`). Crops keep their pixel
+coordinates in the full image, so the position input means the same at fitting and at
+inference. Deterministic given the seed.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch import Tensor
 from medssl.denoise.filter2noise.config import FitConfig
 from medssl.denoise.filter2noise.loss import dog_kernel, dog_response, filter2noise_loss
 from medssl.denoise.filter2noise.model import Filter2Noise
+from medssl.denoise.filter2noise.optim import OneCycleAdamW
 from medssl.denoise.filter2noise.sampling import pad_to_even, pair_downsample
 
 __all__ = ["FitReport", "estimate_noise_std", "fit_model"]
@@ -132,8 +133,7 @@ def fit_model(
         tissue = torch.cat([(i > TISSUE_THRESHOLD).reshape(-1) for i in images])
         floor = cfg.edge_noise_floor * robust_std(resp, tissue)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(cfg.steps, 1))
+    opt = OneCycleAdamW(params, cfg.lr, cfg.steps, weight_decay=cfg.weight_decay)
     report = FitReport()
     model.train()
     for step in range(cfg.steps):
@@ -147,10 +147,9 @@ def fit_model(
             shuffle=cfg.shuffle,
             noise_floor=floor,
         )
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         parts.total.backward()
         opt.step()
-        sched.step()
         report.losses.append(float(parts.total.detach()))
         report.consistency.append(parts.consistency)
         report.edge.append(parts.edge)
