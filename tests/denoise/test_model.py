@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -120,6 +122,19 @@ def test_3d_mode_filters_with_sigma_z():
     assert out.shape == vol.shape
     assert maps[0].shape == (6, 4, 32, 32)  # sigma_z, sigma_y, sigma_x, range
     assert (maps[0][:, 0] <= 1.0 + 1e-5).all()  # sigma_z bound
+
+
+def test_3d_sigma_z_bound_follows_the_slice_spacing():
+    """Thick slices: sigma_z reaches no further in mm than the in-plane sigmas (3 px here)."""
+    vol, _ = phantom((4, 32, 32))
+    thick = dataclasses.replace(vol, spacing=(5.0, 0.5, 0.5))
+    cfg = FAST.with_model(nd=3).with_fit(steps=2, crop_depth=4)
+    den = fit_denoiser(thick, cfg, seed=0)
+    assert den.config.model.sigma_max_z == pytest.approx(3.0 * 0.5 / 5.0)
+    _, maps = apply_denoiser(den, thick)
+    assert (maps[0][:, 0] <= 0.3 + 1e-5).all()
+    thin = dataclasses.replace(vol, spacing=(0.5, 0.5, 0.5))
+    assert fit_denoiser(thin, cfg, seed=0).config.model.sigma_max_z == 1.0
 
 
 def test_initial_sigmas_leave_room_to_learn():

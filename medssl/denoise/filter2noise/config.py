@@ -28,7 +28,8 @@ class ModelConfig:
         stages: Number of AGBF stages.
         head: ``"bounded"`` or ``"softplus"`` (see :class:`AGBFStage`).
         sigma_max: Bound of the in-plane spatial sigmas (pixels); radius ``ceil(2 * bound)``.
-        sigma_max_z: Bound of sigma_z (voxels) for ``nd = 3``.
+        sigma_max_z: Bound of sigma_z (voxels) for ``nd = 3``; a fit lowers it so that the
+            z extent in mm is at most the in-plane one (:func:`~.api.z_bound`).
         range_max_hu: Bound of the range sigma (HU).
         width: Hidden channels of the local predictor.
         dilations: Dilations of its hidden layers.
