@@ -188,20 +188,27 @@ def cmd_curve(args: argparse.Namespace) -> None:
             print(json.dumps(row), flush=True)
 
 
-def _timed_cli(cmd: list[str]) -> dict[str, float]:
-    """Wall time and peak RSS of one ``medssl`` process (GNU time's %M, KiB)."""
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, check=True
-    )
-    wall = time.perf_counter() - t0
-    peak_kib = int(proc.stderr.strip().splitlines()[-1])
-    return {"wall_s": round(wall, 2), "peak_rss_mib": round(peak_kib / 1024, 1)}
+def _timed_cli(cmd: list[str], repeats: int = 1) -> dict[str, object]:
+    """Wall time (median of ``repeats`` runs, and each run's) and peak RSS of a ``medssl``
+    process (GNU time's %M, KiB)."""
+    walls, peaks = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, check=True
+        )
+        walls.append(round(time.perf_counter() - t0, 2))
+        peaks.append(int(proc.stderr.strip().splitlines()[-1]) / 1024)
+    return {
+        "wall_s": float(np.median(walls)),
+        "runs_s": walls,
+        "peak_rss_mib": round(max(peaks), 1),
+    }
 
 
 def cmd_timing(args: argparse.Namespace) -> None:
-    """Process start to file written, with the CLI: one 512^2 slice, one 256^2 slice, and the
-    48-slice lung1 volume (DICOM series in, NIfTI out)."""
+    """Process start to file written, with the CLI: one 512^2 slice, one 256^2 slice (median
+    of ``--repeats`` runs each), and the 48-slice lung1 volume (NRRD in, NIfTI out; one run)."""
     import tempfile
 
     from medssl.data import fetch
@@ -216,7 +223,15 @@ def cmd_timing(args: argparse.Namespace) -> None:
             vol = Volume(case.noisy[None].astype(np.float32), (1.0, case.pixel_mm, case.pixel_mm))
             write_volume(vol, src)
             rows[f"{name} ({case.size}^2 slice)"] = _timed_cli(
-                [medssl, "denoise", str(src), "-o", str(Path(tmp) / f"{name}_out.nii.gz")]
+                [
+                    medssl,
+                    "denoise",
+                    str(src),
+                    "-o",
+                    str(Path(tmp) / f"{name}_out.nii.gz"),
+                    "--overwrite",
+                ],
+                args.repeats,
             )
         rows["lung1 volume (48 x 512^2, NRRD in)"] = _timed_cli(
             [medssl, "denoise", str(fetch("lung1")), "-o", str(Path(tmp) / "lung1.nii.gz")]
@@ -500,10 +515,11 @@ def _report_extra() -> None:
     if TIMING.exists():
         info = json.loads(TIMING.read_text())
         print(f"\n### Wall time, process start to file written ({info['machine']})\n")
-        print("| input | wall (s) | peak RSS (MiB) |")
-        print("|---|---|---|")
+        print("| input | wall (s), median | runs (s) | peak RSS (MiB) |")
+        print("|---|---|---|---|")
         for name, r in info["rows"].items():
-            print(f"| {name} | {r['wall_s']} | {r['peak_rss_mib']} |")
+            runs = ", ".join(f"{v:.2f}" for v in r.get("runs_s", [r["wall_s"]]))
+            print(f"| {name} | {r['wall_s']:.2f} | {runs} | {r['peak_rss_mib']} |")
 
 
 def _mean_cell(by: dict, dose: str, m: str, cases: list[str]) -> Callable[..., str]:
@@ -536,7 +552,8 @@ def main() -> None:
     curve.add_argument("--steps", nargs="+", type=int, default=[25, 50, 100, 200, 400])
     curve.add_argument("--cases", nargs="+")
     curve.add_argument("--threads", type=int, default=2)
-    sub.add_parser("timing")
+    tim = sub.add_parser("timing")
+    tim.add_argument("--repeats", type=int, default=3, help="Runs per slice (median reported).")
     sub.add_parser("noise")
     vol = sub.add_parser("volume")
     vol.add_argument("--z0", type=int, default=20)
