@@ -38,10 +38,18 @@
 namespace medssl {
 namespace {
 
+// Below this exponent a weight is set to exactly 0. Such a weight is under 4e-31 of the centre
+// tap's (which is 1), so the result does not change, but its products with values and
+// gradients are denormal floats, which x86 processes ~13x slower (measured: a 512^2 fit with a
+// 4 HU range sigma, i.e. a standard-dose scan) and which the parallel_for worker threads do not
+// flush to zero, whatever torch.set_flush_denormal says.
+constexpr float kExpCut = -70.0f;
+
 // exp(x) for x <= 0 to ~1e-7 relative error (Cephes' expf polynomial), written so that the
-// compiler vectorises it; below -87 it returns ~1.6e-38 instead of underflowing to 0.
+// compiler vectorises it; 0 below kExpCut.
 MEDSSL_INLINE float exp_approx(float x) {
-  x = x < -87.0f ? -87.0f : x;
+  const float keep = x < kExpCut ? 0.0f : 1.0f;
+  x = x < kExpCut ? kExpCut : x;
   const float t = x * 1.44269504088896341f + 0.5f;
   int32_t n = static_cast<int32_t>(t);
   n -= (t < static_cast<float>(n));  // floor
@@ -60,7 +68,7 @@ MEDSSL_INLINE float exp_approx(float x) {
     float f;
   } scale;
   scale.i = (n + 127) << 23;
-  return p * scale.f;
+  return p * scale.f * keep;
 }
 
 MEDSSL_INLINE double exp_approx(double x) { return std::exp(x); }
