@@ -7,6 +7,7 @@ and write); only the axis order differs: ITK orders spacing, size and direction 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,23 @@ __all__ = ["ITK_SUFFIXES", "from_sitk", "itk_suffix", "read_itk", "to_sitk", "wr
 
 #: File endings read and written through SimpleITK.
 ITK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def _itk_reason(exc: RuntimeError) -> str:
+    """The useful part of an ITK exception: its ``ERROR:`` message and most specific cause,
+    without ITK's source paths and object addresses (at most 200 characters)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Exception thrown") and ".cxx:" not in ln]
+    parts = []
+    for ln in lines:
+        if "ERROR:" in ln:
+            ln = ln.split("ERROR:", 1)[1]
+            ln = re.sub(r"^\s*\w+\(0x[0-9a-f]+\):\s*", "", ln)
+            parts.append(ln.strip())
+    causes = [ln for ln in lines if ln.startswith("[")]
+    if causes:
+        parts.append(re.sub(r"^\[\w+\]\s*\w+:\s*", "", causes[-1]))
+    return "; ".join(p for p in parts if p)[:200]
 
 
 def itk_suffix(path: str | Path) -> str | None:
@@ -118,10 +136,9 @@ def read_itk(path: str | Path) -> Volume:
         n_comp = reader.GetNumberOfComponents()
         size = reader.GetSize()
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = next((ln for ln in first if "ERROR" in ln or "exception" in ln.lower()), "")
+        detail = _itk_reason(exc)
         raise InputError(
-            "cannot read the image header" + (f" ({detail.strip()[:160]})" if detail else ""),
+            "cannot read the image header" + (f" ({detail})" if detail else ""),
             path=path,
             hint="check that the file is a complete NIfTI, NRRD or MHA/MHD image",
         ) from None
@@ -144,9 +161,11 @@ def read_itk(path: str | Path) -> Volume:
         _check_nifti_complete(path)
     try:
         image = reader.Execute()
-    except RuntimeError:
+    except RuntimeError as exc:
+        detail = _itk_reason(exc)
         raise InputError(
-            "cannot read the image data (truncated or corrupt file?)",
+            "cannot read the image data (truncated or corrupt file?)"
+            + (f" ({detail})" if detail else ""),
             path=path,
             hint="check that the file is complete",
         ) from None

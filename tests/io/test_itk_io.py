@@ -119,3 +119,18 @@ def test_truncated_nifti_is_a_clear_error(tmp_path):
     with pytest.raises(InputError) as info:
         read_volume(tmp_path / "cut.nii")
     assert "cut.nii" in str(info.value)
+
+
+def test_itk_errors_say_why_without_itk_internals(tmp_path):
+    bad = tmp_path / "hdr.nrrd"
+    bad.write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 4\nencoding: raw\n\n")
+    with pytest.raises(InputError) as info:
+        read_volume(bad)
+    msg = str(info.value)
+    assert "cannot read the image header" in msg and "endian" in msg
+    assert ".cxx" not in msg and "0x" not in msg and "Exception thrown" not in msg
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_text("not an image")
+    with pytest.raises(InputError) as info:
+        read_volume(junk)
+    assert ".cxx" not in str(info.value) and "junk.nii.gz" in str(info.value)
