@@ -6,6 +6,7 @@ Commands (run from the repository root with the project's environment)::
 
     .venv/bin/python benchmarks/ldct/bench.py run --dose quarter     # results -> results.jsonl
     .venv/bin/python benchmarks/ldct/bench.py curve                  # steps vs PSNR -> curve.jsonl
+    .venv/bin/python benchmarks/ldct/bench.py sweep --set lam=50,100  # one setting, few cases
     .venv/bin/python benchmarks/ldct/bench.py timing                 # CLI wall time, peak memory
     .venv/bin/python benchmarks/ldct/bench.py volume                 # 2D vs 3D -> volume.json
     .venv/bin/python benchmarks/ldct/bench.py noise                  # noise correlation
@@ -185,6 +186,33 @@ def cmd_curve(args: argparse.Namespace) -> None:
                 **{k: round(v, 4) for k, v in _scores(out, case).items()},
             }
             _append(CURVE, row)
+            print(json.dumps(row), flush=True)
+
+
+SWEEP = HERE / "sweep.jsonl"
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    """medssl with one fit setting changed (``--set name=v1,v2,...``), seed 0, quarter dose:
+    for trying a setting on a few cases before a full ``run``."""
+    torch.set_num_threads(args.threads)
+    name, values = args.set.split("=", 1)
+    done = {(r["setting"], r["value"], r["case"]) for r in _load(SWEEP)}
+    for case in load_cases(("quarter",), tuple(args.cases) if args.cases else None):
+        for value in (float(v) for v in values.split(",")):
+            if (name, value, case.name) in done:
+                continue
+            t0 = time.perf_counter()
+            out = _f2n("medssl", **{name: value})(case, 0)
+            row = {
+                "setting": name,
+                "value": value,
+                "case": case.name,
+                "size": case.size,
+                "seconds": round(time.perf_counter() - t0, 3),
+                **{k: round(v, 4) for k, v in _scores(out, case).items()},
+            }
+            _append(SWEEP, row)
             print(json.dumps(row), flush=True)
 
 
@@ -552,6 +580,10 @@ def main() -> None:
     curve.add_argument("--steps", nargs="+", type=int, default=[25, 50, 100, 200, 400])
     curve.add_argument("--cases", nargs="+")
     curve.add_argument("--threads", type=int, default=2)
+    sw = sub.add_parser("sweep")
+    sw.add_argument("--set", required=True, help="A FitConfig field and values: name=v1,v2")
+    sw.add_argument("--cases", nargs="+")
+    sw.add_argument("--threads", type=int, default=2)
     tim = sub.add_parser("timing")
     tim.add_argument("--repeats", type=int, default=3, help="Runs per slice (median reported).")
     sub.add_parser("noise")
@@ -571,6 +603,7 @@ def main() -> None:
     {
         "run": cmd_run,
         "curve": cmd_curve,
+        "sweep": cmd_sweep,
         "timing": cmd_timing,
         "noise": cmd_noise,
         "volume": cmd_volume,
