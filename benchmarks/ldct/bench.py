@@ -509,6 +509,8 @@ def _targets(by: dict, dose: str, methods: list[str], cases: list[str]) -> None:
         return float(np.mean([np.mean([r[key] for r in by[(dose, m, c)]]) for c in cases]))
 
     goal = {"published": 0.5, "global": 0.3, "bm3d_blind": 1.0, "gauss_oracle": 1.0, "zsn2n": 1.0}
+    if dose != "quarter":  # the issue's targets are set at quarter dose
+        goal = {}
     print(f"\n{dose} dose: medssl (default settings) against each method, on these cases:\n")
     print("| against | PSNR gain (dB) | SSIM difference | issue target (dB) | met |")
     print("|---|---|---|---|---|")
