@@ -51,6 +51,7 @@ from medssl.io import Volume  # noqa: E402
 RESULTS = HERE / "results.jsonl"
 CURVE = HERE / "curve.jsonl"
 TIMING = HERE / "timing.json"
+SWEEP = HERE / "sweep.jsonl"
 SEEDS = (0, 1, 2)
 BM3D_SCALE = 1000.0  # BM3D runs on HU / 1000; its sigma is given in HU
 
@@ -140,6 +141,22 @@ def _done() -> set[tuple]:
     return {(r["method"], r["case"], r["dose"], r["seed"]) for r in _load(RESULTS)}
 
 
+def _record(
+    path: Path, row: dict, method: Callable[[Case, int], np.ndarray], case: Case, seed: int = 0
+) -> None:
+    """Time ``method(case, seed)``, score its output and append ``row`` with the seconds and
+    the scores to ``path`` (and print it)."""
+    t0 = time.perf_counter()
+    out = method(case, seed)
+    row = {
+        **row,
+        "seconds": round(time.perf_counter() - t0, 3),
+        **{k: round(v, 4) for k, v in _scores(out, case).items()},
+    }
+    _append(path, row)
+    print(json.dumps(row), flush=True)
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     cases = load_cases(tuple(args.dose), tuple(args.cases) if args.cases else None)
@@ -152,20 +169,14 @@ def cmd_run(args: argparse.Namespace) -> None:
                 key = (method, case.name, case.dose, seed)
                 if key in _done():  # re-read: another process may have done it meanwhile
                     continue
-                t0 = time.perf_counter()
-                out = fn(case, seed)
-                dt = time.perf_counter() - t0
                 row = {
                     "method": method,
                     "case": case.name,
                     "size": case.size,
                     "dose": case.dose,
                     "seed": seed,
-                    "seconds": round(dt, 3),
-                    **{k: round(v, 4) for k, v in _scores(out, case).items()},
                 }
-                _append(RESULTS, row)
-                print(json.dumps(row), flush=True)
+                _record(RESULTS, row, fn, case, seed)
 
 
 def cmd_curve(args: argparse.Namespace) -> None:
@@ -176,20 +187,8 @@ def cmd_curve(args: argparse.Namespace) -> None:
         for steps in args.steps:
             if (steps, case.name) in done:
                 continue
-            t0 = time.perf_counter()
-            out = _f2n("medssl", steps=steps, scale_steps=False)(case, 0)
-            row = {
-                "steps": steps,
-                "case": case.name,
-                "size": case.size,
-                "seconds": round(time.perf_counter() - t0, 3),
-                **{k: round(v, 4) for k, v in _scores(out, case).items()},
-            }
-            _append(CURVE, row)
-            print(json.dumps(row), flush=True)
-
-
-SWEEP = HERE / "sweep.jsonl"
+            row = {"steps": steps, "case": case.name, "size": case.size}
+            _record(CURVE, row, _f2n("medssl", steps=steps, scale_steps=False), case)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -202,18 +201,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         for value in (float(v) for v in values.split(",")):
             if (name, value, case.name) in done:
                 continue
-            t0 = time.perf_counter()
-            out = _f2n("medssl", **{name: value})(case, 0)
-            row = {
-                "setting": name,
-                "value": value,
-                "case": case.name,
-                "size": case.size,
-                "seconds": round(time.perf_counter() - t0, 3),
-                **{k: round(v, 4) for k, v in _scores(out, case).items()},
-            }
-            _append(SWEEP, row)
-            print(json.dumps(row), flush=True)
+            row = {"setting": name, "value": value, "case": case.name, "size": case.size}
+            _record(SWEEP, row, _f2n("medssl", **{name: value}), case)
 
 
 def _timed_cli(cmd: list[str], repeats: int = 1) -> dict[str, object]:

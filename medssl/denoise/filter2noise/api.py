@@ -156,9 +156,7 @@ def z_bound(cfg: F2NConfig, spacing: tuple[float, float, float]) -> float:
     5 mm slices, 0.57 mm pixels) drives sigma_z to its 1-voxel bound and mixes anatomy 5 mm
     apart (measured on lung1: below the noisy input's PSNR).
     """
-    dz, dy, dx = (float(v) for v in spacing)
-    if dz <= 0:
-        return cfg.model.sigma_max_z
+    dz, dy, dx = (float(v) for v in spacing)  # positive: Volume checks its spacing
     return min(cfg.model.sigma_max_z, cfg.model.sigma_max * min(dy, dx) / dz)
 
 
