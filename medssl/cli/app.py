@@ -21,6 +21,7 @@ from medssl.cli.demo import demo
 from medssl.cli.denoise import denoise
 from medssl.cli.info import info
 from medssl.cli.ops import ops_app
+from medssl.cli.pretrain import export_nnunet_cmd, pretrain
 from medssl.io.errors import MedsslError
 
 __all__ = ["app", "main"]
@@ -56,6 +57,8 @@ app.command()(info)
 app.command()(convert)
 app.command()(denoise)
 app.command()(demo)
+app.command()(pretrain)
+app.command("export-nnunet")(export_nnunet_cmd)
 app.add_typer(data_app, name="data")
 app.add_typer(ops_app, name="ops")
 

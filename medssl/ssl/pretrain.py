@@ -80,12 +80,14 @@ def build_objective(
         deep_supervision=False,
         seed=cfg.train.seed,
     )
-    mae = MaskedAutoencoder(
-        network,
-        sparse=method == "s3d",
-        block_size=cfg.mae.block_size,
-        mask_ratio=cfg.mae.mask_ratio,
-    )
+    with torch.random.fork_rng(devices=[]):  # mask tokens: drawn from the run seed
+        torch.manual_seed(cfg.train.seed)
+        mae = MaskedAutoencoder(
+            network,
+            sparse=method == "s3d",
+            block_size=cfg.mae.block_size,
+            mask_ratio=cfg.mae.mask_ratio,
+        )
     meta = {
         "format": CHECKPOINT_FORMAT,
         "medssl_version": __version__,
@@ -193,6 +195,11 @@ def pretrain(
                 hint="add --resume to continue it, or choose another -o folder",
             )
 
+    # fail on bad input before anything is written
+    discover_volumes(data, cfg.data.exclude)
+    if val_data:
+        discover_volumes(val_data, cfg.data.exclude)
+    _patch_size(cfg, load_plans(cfg.model.plans))
     info = setup_distributed(cfg.train.device)
     try:
         return _run(method, cfg, data, val_data, run, info, resume, stop_after, verbose)

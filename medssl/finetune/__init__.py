@@ -1,0 +1,1 @@
+"""Fine-tuning bridges (nnU-Net v2)."""

@@ -1,0 +1,110 @@
+import copy
+import json
+
+import pytest
+import torch
+
+from medssl.io.errors import InputError
+from medssl.ssl.engine import EngineConfig, fit, load_checkpoint, lr_factor
+from medssl.ssl.pretrain import pretrain
+from tests.ssl.volumes import TINY_CONFIG, write_collection
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    return write_collection(tmp_path_factory.mktemp("vols"))
+
+
+def _config(tmp_path, **train):
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["data"]["cache_dir"] = str(tmp_path / "cache")
+    cfg["train"].update(train)
+    return cfg
+
+
+def _weights(run):
+    return load_checkpoint(run / "checkpoint_final.pt")["model"]
+
+
+@pytest.mark.parametrize("method", ["mae", "s3d"])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, collection, method):
+    cfg = _config(tmp_path)
+    straight = pretrain(method, collection, tmp_path / "a", config=cfg, verbose=False)
+    assert straight.finished and straight.step == 4
+
+    cfg_workers = copy.deepcopy(cfg)
+    cfg_workers["data"]["num_workers"] = 2  # the data order must not depend on the workers
+    first = pretrain(
+        method, collection, tmp_path / "b", config=cfg_workers, stop_after=3, verbose=False
+    )
+    assert not first.finished and first.step == 3
+    assert not (tmp_path / "b" / "checkpoint_final.pt").exists()
+    resumed = pretrain(method, None, tmp_path / "b", resume=True, verbose=False)
+    assert resumed.finished and resumed.step == 4
+
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").open()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_checkpoint_records_what_fine_tuning_needs(tmp_path, collection):
+    pretrain("mae", collection, tmp_path / "r", config=_config(tmp_path, steps=1), verbose=False)
+    meta = load_checkpoint(tmp_path / "r" / "checkpoint_final.pt")["medssl"]
+    assert meta["method"] == "mae" and meta["patch_size"] == [32, 32, 32]
+    assert meta["preprocessing"]["normalization"] == "ZScoreNormalization"
+    assert meta["plans"]["configurations"]["3d_fullres"]["architecture"]
+    assert meta["data_volumes"] == 3  # the label map was left out
+
+
+def test_a_run_folder_is_not_silently_restarted(tmp_path, collection):
+    cfg = _config(tmp_path, steps=1)
+    pretrain("mae", collection, tmp_path / "r", config=cfg, verbose=False)
+    with pytest.raises(InputError, match="--resume"):
+        pretrain("mae", collection, tmp_path / "r", config=cfg, verbose=False)
+    with pytest.raises(InputError, match="method"):
+        pretrain("s3d", None, tmp_path / "r", resume=True, verbose=False)
+    other = _config(tmp_path, steps=9)
+    with pytest.raises(InputError, match="differs"):
+        pretrain("mae", None, tmp_path / "r", config=other, resume=True, verbose=False)
+
+
+def test_bad_data_writes_nothing(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        pretrain("mae", tmp_path / "missing", tmp_path / "run", config=_config(tmp_path))
+    assert not (tmp_path / "run").exists()
+
+
+def test_validation_loss_is_logged(tmp_path, collection):
+    cfg = _config(tmp_path, steps=2, val_every=1)
+    pretrain("s3d", collection, tmp_path / "r", config=cfg, val_data=collection, verbose=False)
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").open()]
+    vals = [r["val/loss"] for r in rows if "val/loss" in r]
+    assert len(vals) == 2 and all(v > 0 for v in vals)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = EngineConfig(steps=100, warmup_steps=10, schedule="cosine")
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(55, cfg) == pytest.approx(0.5)
+    assert lr_factor(99, cfg) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(89 / 90 * 3.14159265)).item()), abs=1e-6)
+    poly = EngineConfig(steps=100, warmup_steps=0, schedule="poly")
+    assert lr_factor(50, poly) == pytest.approx(0.5**0.9)
+
+
+class _Diverging(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, batch):
+        return {"loss": self.w * float("nan")}
+
+
+def test_a_non_finite_loss_stops_with_a_clear_error(tmp_path):
+    loader = lambda start: ({"x": torch.zeros(1)} for _ in range(3))  # noqa: E731
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        fit(_Diverging(), loader, EngineConfig(steps=3), tmp_path, verbose=False)
