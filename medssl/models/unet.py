@@ -28,6 +28,7 @@ __all__ = [
     "save_plans",
 ]
 
+_RESENC_UNET = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
 _ARCH_3D = {
     "conv_op": "torch.nn.modules.conv.Conv3d",
     "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
@@ -61,7 +62,7 @@ def _architecture(features: list[int], blocks: list[int], dim: int) -> dict[str,
     n = len(features)
     k = [3] * dim
     return {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
+        "network_class_name": _RESENC_UNET,
         "arch_kwargs": {
             "n_stages": n,
             "features_per_stage": list(features),

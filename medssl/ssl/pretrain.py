@@ -29,7 +29,7 @@ from medssl.ssl.engine import CHECKPOINT_LATEST, EngineConfig, FitResult, fit
 from medssl.ssl.mae3d import MAEObjective, MaskedAutoencoder
 from medssl.transforms.ssl import AugmentConfig, ssl_augmentation
 
-__all__ = ["METHODS", "build_objective", "pretrain", "prepare_volumes"]
+__all__ = ["METHODS", "build_objective", "prepare_volumes", "pretrain"]
 
 log = logging.getLogger("medssl.pretrain")
 
@@ -283,9 +283,7 @@ def _run(
             losses = []
             for i in range(0, len(fixed), max(1, per_rank)):
                 chunk = fixed[i : i + max(1, per_rank)]
-                batch = {
-                    k: torch.stack([c[k] for c in chunk]).to(info.device) for k in chunk[0]
-                }
+                batch = {k: torch.stack([c[k] for c in chunk]).to(info.device) for k in chunk[0]}
                 losses.append(float(model(batch)["loss"]) * len(chunk))
             return {"loss": sum(losses) / len(fixed)}
 

@@ -90,7 +90,9 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_factor(0, cfg) == pytest.approx(0.1)
     assert lr_factor(9, cfg) == pytest.approx(1.0)
     assert lr_factor(55, cfg) == pytest.approx(0.5)
-    assert lr_factor(99, cfg) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(89 / 90 * 3.14159265)).item()), abs=1e-6)
+    assert lr_factor(99, cfg) == pytest.approx(
+        0.5 * (1 + torch.cos(torch.tensor(89 / 90 * 3.14159265)).item()), abs=1e-6
+    )
     poly = EngineConfig(steps=100, warmup_steps=0, schedule="poly")
     assert lr_factor(50, poly) == pytest.approx(0.5**0.9)
 

@@ -62,7 +62,9 @@ def test_sparse_instance_norm_uses_visible_voxels_only():
     for b in range(2):
         sel = vis[b, 0].bool()
         v = x[b][:, sel]  # (C, n_visible)
-        ref = (v - v.mean(1, keepdim=True)) / torch.sqrt(v.var(1, unbiased=False, keepdim=True) + 1e-5)
+        ref = (v - v.mean(1, keepdim=True)) / torch.sqrt(
+            v.var(1, unbiased=False, keepdim=True) + 1e-5
+        )
         ref = ref * norm.weight[:, None] + norm.bias[:, None]
         torch.testing.assert_close(y[b][:, sel], ref, atol=1e-5, rtol=1e-5)
         assert y[b][:, ~sel].abs().max() == 0

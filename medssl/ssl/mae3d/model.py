@@ -102,9 +102,7 @@ class MaskedAutoencoder(nn.Module):
         if self.sparse:
             sparsify(network.encoder, self._state)
             channels = list(network.encoder.output_channels)
-            self.mask_tokens = nn.ParameterList(
-                nn.Parameter(torch.zeros(c)) for c in channels
-            )
+            self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(c)) for c in channels)
             for t in self.mask_tokens:
                 nn.init.trunc_normal_(t, std=0.02)
 
