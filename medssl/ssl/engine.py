@@ -313,6 +313,8 @@ def fit(
     model.train()
     t_last = time.perf_counter()
     try:
+        if start == 0 and config.val_every:
+            run_validation(0)  # the untrained network's loss: the curve's reference point
         loader = make_loader(start)
         for batch in loader:
             if step >= stop:

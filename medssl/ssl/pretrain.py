@@ -185,15 +185,15 @@ def pretrain(
         data = data or state["data"]
         val_data = val_data or state.get("val_data")
     else:
-        if data is None:
-            raise InputError("no training data given", hint="pass --data FOLDER or a list file")
-        cfg = config if isinstance(config, PretrainConfig) else load_config(config)
         if (run / CHECKPOINT_LATEST).exists():
             raise InputError(
                 "this run folder already holds a checkpoint",
                 path=run,
                 hint="add --resume to continue it, or choose another -o folder",
             )
+        if data is None:
+            raise InputError("no training data given", hint="pass --data FOLDER or a list file")
+        cfg = config if isinstance(config, PretrainConfig) else load_config(config)
 
     # fail on bad input before anything is written
     discover_volumes(data, cfg.data.exclude)

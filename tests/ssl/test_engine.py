@@ -82,7 +82,7 @@ def test_validation_loss_is_logged(tmp_path, collection):
     pretrain("s3d", collection, tmp_path / "r", config=cfg, val_data=collection, verbose=False)
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").open()]
     vals = [r["val/loss"] for r in rows if "val/loss" in r]
-    assert len(vals) == 2 and all(v > 0 for v in vals)
+    assert len(vals) == 3 and all(v > 0 for v in vals)  # steps 0, 1 and 2
 
 
 def test_lr_schedule_warms_up_then_decays():
