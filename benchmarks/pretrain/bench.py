@@ -3,7 +3,7 @@
 
 Commands (from the repository root, with the project's environment)::
 
-    .venv/bin/python benchmarks/pretrain/bench.py loader    # loader samples/s per core -> loader.jsonl
+    .venv/bin/python benchmarks/pretrain/bench.py loader    # samples/s per core -> loader.jsonl
     .venv/bin/python benchmarks/pretrain/bench.py step      # model step, peak RSS -> step.jsonl
     .venv/bin/python benchmarks/pretrain/bench.py flops     # ResEnc-L fwd+bwd FLOPs -> flops.json
     .venv/bin/python benchmarks/pretrain/bench.py curve --method mae   # -> curve_mae.jsonl
@@ -197,11 +197,9 @@ def cmd_step(args: argparse.Namespace) -> None:
         ("resenc-l", 128, 1, m, "off", args.resencl_steps) for m in ("mae", "s3d")
     ]
     for preset, patch, batch, method, amp, steps in grid:
-        code = (
-            "import json, sys; sys.path.insert(0, %r); import bench; "
-            "print(json.dumps(bench._step_child(%r, %d, %d, %r, %r, %d)))"
-            % (str(HERE), preset, patch, batch, method, amp, steps)
-        )
+        call = f"bench._step_child({preset!r}, {patch}, {batch}, {method!r}, {amp!r}, {steps})"
+        code = f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import bench; "
+        code += f"print(json.dumps({call}))"
         proc = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         )
