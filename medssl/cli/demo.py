@@ -66,7 +66,60 @@ def demo(
 
     out.rule("3. simulated quarter dose on slice 24 against its noiseless reference")
     _quarter_dose_check(volume, output)
+
+    out.rule("4. medssl pretrain --method s3d (a 10-step CPU taste) and export for nnU-Net")
+    _pretrain_taste(output)
     out.rule(f"done in {time.perf_counter() - t0:.1f} s; outputs in {output}")
+
+
+def _pretrain_taste(output: Path) -> None:
+    """S3D-pretrain the small ResEnc U-Net for 10 steps on three real MR volumes, export it for
+    nnU-Net and load the export with nnU-Net's own loader (a pipeline check, not a useful
+    pretraining: see configs/ and benchmarks/pretrain for real runs)."""
+    import shutil
+
+    from medssl.finetune.nnunet import export_nnunet, read_export
+    from medssl.ssl.pretrain import pretrain
+
+    names = ("brain1", "brain2", "itk_t1")
+    volumes = [fetch(n) for n in names]
+    out.print(f"volumes: {', '.join(names)} (MR; {SAMPLES['itk_t1'].attribution}; "
+              f"{SAMPLES['brain1'].attribution})", style="dim")  # fmt: skip
+    run = output / "pretrain_s3d"
+    shutil.rmtree(run, ignore_errors=True)  # the demo's own folder: start it afresh
+    config = {
+        "model": {"plans": "small", "patch_size": [64, 64, 64]},
+        "data": {"target_spacing": [1.5, 1.5, 1.5], "num_workers": 1},
+        "train": {"steps": 10, "lr": 1e-3, "warmup_steps": 2, "log_every": 5},
+    }
+    out.print(f"medssl pretrain --method s3d -d {' -d '.join(map(str, volumes))} -o {run}")
+    result = pretrain("s3d", volumes, run, config=config)
+    weights = export_nnunet(result.checkpoint, run / "nnunet_pretrained.pth", overwrite=True)
+    out.print(f"medssl export-nnunet {result.checkpoint} -o {weights}")
+    state, meta = read_export(weights)
+
+    import contextlib
+    import io
+
+    import torch
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = PlansManager(meta["plans"])
+    network = nnUNetTrainer.build_network_architecture(
+        plans, plans.get_configuration(meta["configuration"]), 1, 3, True
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        load_pretrained_weights(network, str(weights))
+    loaded = network.state_dict()
+    if any(not torch.equal(loaded[k], state[k]) for k in meta["pretrained_keys"]):
+        raise RuntimeError("nnU-Net did not load the exported weights unchanged")
+    out.print(
+        f"nnU-Net's load_pretrained_weights took all {len(meta['pretrained_keys'])} "
+        f"pretrained tensors into the network it builds from the plans (3 classes, deep "
+        f"supervision); loss after 10 steps {result.last_loss:.3f}"
+    )
 
 
 _DENOISE_DEFAULTS = {
