@@ -319,7 +319,7 @@ class _Serial:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def map(self, fn, items):  # type: ignore[no-untyped-def]
+    def map(self, fn: Any, items: Any) -> Any:
         return map(fn, items)
 
 

@@ -7,6 +7,7 @@ sample number (see :mod:`medssl.data.patches`), whatever worker runs it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ def ssl_augmentation(config: AugmentConfig, spatial_dims: int):
         RandShiftIntensity,
     )
 
-    steps = []
+    steps: list[Any] = []
     if config.flip_prob > 0:
         steps += [RandFlip(prob=config.flip_prob, spatial_axis=a) for a in range(spatial_dims)]
     if config.affine_prob > 0:

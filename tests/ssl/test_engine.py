@@ -110,3 +110,15 @@ def test_a_non_finite_loss_stops_with_a_clear_error(tmp_path):
     loader = lambda start: ({"x": torch.zeros(1)} for _ in range(3))  # noqa: E731
     with pytest.raises(FloatingPointError, match="learning rate"):
         fit(_Diverging(), loader, EngineConfig(steps=3), tmp_path, verbose=False)
+
+
+@pytest.mark.parametrize("method", ["mae", "s3d"])
+def test_2d_configuration_pretrains_on_slices(tmp_path, collection, method):
+    cfg = _config(tmp_path, steps=2)
+    cfg["model"] = {"plans": "tiny", "configuration": "2d", "patch_size": [32, 32]}
+    result = pretrain(method, collection, tmp_path / "r", config=cfg, verbose=False)
+    meta = load_checkpoint(result.checkpoint)["medssl"]
+    assert meta["configuration"] == "2d" and meta["patch_size"] == [32, 32]
+    assert load_checkpoint(result.checkpoint)["model"][
+        "mae.network.encoder.stem.convs.0.conv.weight"
+    ].shape == (8, 1, 3, 3)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,7 +79,7 @@ class MaskedAutoencoder(nn.Module):
 
     def __init__(
         self,
-        network: nn.Module,
+        network: Any,
         *,
         sparse: bool,
         block_size: int = 16,

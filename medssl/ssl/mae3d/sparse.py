@@ -60,7 +60,7 @@ class SparseConv(nn.Module):
     _mask_state: MaskState
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._conv_forward(x, self.weight, self.bias)  # type: ignore[attr-defined]
+        out = self._conv_forward(x, self.weight, self.bias)  # type: ignore[operator]
         if self._mask_state.active:
             out = out * self._mask_state.visible(out)
         return out
@@ -109,7 +109,7 @@ def sparsify(module: nn.Module, state: MaskState) -> int:
         if type(m) in (nn.Conv2d, nn.Conv3d):
             m.__class__ = _sparse_class(type(m), SparseConv)
         elif type(m) in (nn.InstanceNorm2d, nn.InstanceNorm3d):
-            if m.track_running_stats:  # type: ignore[union-attr]
+            if m.track_running_stats:
                 raise ValueError("sparse instance norm does not track running statistics")
             m.__class__ = _sparse_class(type(m), SparseInstanceNorm)
         else:
