@@ -312,6 +312,42 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"zero-predictor loss {zero:.4f}; wrote {HERE / 'curve.png'}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    """Markdown tables from the result files (the latest row per setting)."""
+
+    def rows(name: str) -> list[dict]:
+        path = HERE / name
+        return [json.loads(line) for line in path.open()] if path.is_file() else []
+
+    loader: dict[tuple, dict] = {}
+    for r in rows("loader.jsonl"):
+        loader[(r["patch"], r["augment"], r["workers"])] = r
+    print("| patch | augmentation | processes | samples/s | ms/sample (1 core) |")
+    print("|---|---|---|---|---|")
+    for (patch, aug, workers), r in sorted(loader.items()):
+        if workers == 0:
+            rate, ms = r["samples_per_s_per_core"], f"{r['ms_per_sample']:.1f}"
+            print(f"| {patch}³ | {aug} | 1 (in process) | {rate:.1f} | {ms} |")
+        else:
+            print(f"| {patch}³ | {aug} | {workers} workers | {r['samples_per_s']:.1f} | |")
+    step: dict[tuple, dict] = {}
+    for r in rows("step.jsonl"):
+        step[(r["preset"], r["patch"], r["batch"], r["method"], r["amp"])] = r
+    print()
+    print("| network | patch | batch | method | AMP | s/step | samples/s | peak RSS (GB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (preset, patch, batch, method, amp), r in step.items():
+        print(
+            f"| {preset} ({r['params_m']:.1f} M) | {patch}³ | {batch} | {method} | {amp} | "
+            f"{r['s_per_step']:.2f} | {r['samples_per_s']:.3f} | {r['peak_rss_gb']:.1f} |"
+        )
+    for method in ("mae", "s3d"):
+        vals = [r for r in rows(f"curve_{method}.jsonl") if "val/loss" in r]
+        if vals:
+            print(f"\n{method} held-out loss: " + ", ".join(
+                f"{r['step']}: {r['val/loss']:.3f}" for r in vals))  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -325,6 +361,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--val-every", type=int, default=25)
     sub.add_parser("plot")
+    sub.add_parser("report")
     args = ap.parse_args()
     {
         "loader": cmd_loader,
@@ -332,6 +369,7 @@ def main() -> None:
         "flops": cmd_flops,
         "curve": cmd_curve,
         "plot": cmd_plot,
+        "report": cmd_report,
     }[args.cmd](args)
 
 

@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_mean", "cleanup_distributed", "setup_distributed"]
+__all__ = [
+    "DistInfo",
+    "all_gather_with_grad",
+    "all_reduce_mean",
+    "cleanup_distributed",
+    "setup_distributed",
+]
 
 
 @dataclass(frozen=True)
@@ -64,3 +70,43 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     out = value.detach().clone()
     dist.all_reduce(out)
     return out / dist.get_world_size()
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward sends each rank the gradient of its own slice.
+
+    Every rank computes its loss on the gathered tensor, so the gradient of the *sum* of the
+    ranks' losses with respect to this rank's input is the sum over ranks of their gradients
+    for this slice: backward all-reduces the full gradient and keeps this rank's part. With
+    DDP's averaging of parameter gradients, the result equals single-process training on the
+    concatenated batch when each rank's loss is the global-batch loss.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        world = dist.get_world_size()
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.n = dist.get_rank(), x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (``(N, ...)``, the same ``N`` on every rank) over ranks along dim 0,
+    in rank order, keeping the autograd path to this rank's part; ``x`` itself without a
+    process group.
+
+    Use it for losses whose negatives or graph nodes span the global batch (contrastive,
+    graph matching). Each rank then computes the same global loss; DDP averages the parameter
+    gradients over ranks, so the engine's step equals the single-process step on the whole
+    batch.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _GatherWithGrad.apply(x)

@@ -123,8 +123,12 @@ def export_nnunet(checkpoint: str | Path, output: str | Path, *, overwrite: bool
         "patch_size": meta.get("patch_size"),
         "preprocessing": meta.get("preprocessing"),
         "input_channels": int(meta.get("input_channels", 1)),
-        # the reconstruction head is trained too, but nnU-Net re-initialises every output layer
-        "pretrained_keys": sorted(k for k in state if k not in frozen),
+        # methods that train part of the network (contrastive: the encoder and the first
+        # decoder blocks) list those keys; the rest keeps nnU-Net's seeded initialisation. The
+        # MAE reconstruction head is trained, but nnU-Net re-initialises every output layer.
+        "pretrained_keys": sorted(
+            k for k in meta.get("pretrained_keys") or state if k in state and k not in frozen
+        ),
         "source_checkpoint": src.name,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
