@@ -8,10 +8,11 @@ slice (2D) or slab (3D) from each partition of ``m`` volumes, the batch layout t
 partition-aware losses need. Like :class:`medssl.data.patches.PatchDataset`, item ``i`` is a
 pure function of ``(seed, i)``.
 
-Views: ``view1`` and ``view2`` are two augmentations of the same crop. With
-``aligned=True`` (the local contrastive stage) only intensity augmentations are drawn, so the
-two views stay voxel-aligned; otherwise spatial ones (flips, small affine) are drawn
-independently per view and ``correspondence`` cannot be assumed.
+Views: ``view1`` and ``view2`` are two augmentations (``transform``, drawn independently) of
+crops of the same slice/slab. With ``aligned=True`` (the local contrastive stage) both views
+use the same crop, so with intensity-only transforms they stay voxel-aligned; otherwise each
+view has its own crop offset (``jitter``) and ``start1``/``start2`` give the crops' corners, so
+the spatial correspondence between the views is known (a shift by ``start2 - start1``).
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ class ViewDataset(Dataset):
         transform: ``transform(array, seed) -> tensor`` for one view (its seed differs per view).
         jitter: In-plane crop-centre jitter, as a fraction of the patch size (the crop is
             centred on the volume's in-plane centre so that partitions stay comparable).
+        aligned: Both views from the same crop (else one crop offset per view).
 
     Items:
-        ``{"view1", "view2": (1, *patch) float32, "partition", "volume", "seed", "index":
-        int64}``.
+        ``{"view1", "view2": (1, *patch) float32, "start1", "start2": (d,) int64 crop corners,
+        "partition", "volume", "seed", "index": int64}``.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class ViewDataset(Dataset):
         seed: int = 0,
         transform: Callable[[np.ndarray, int], torch.Tensor] | None = None,
         jitter: float = 0.1,
+        aligned: bool = False,
     ) -> None:
         if not volumes:
             raise ValueError("ViewDataset needs at least one volume")
@@ -68,6 +71,7 @@ class ViewDataset(Dataset):
         self.seed = int(seed)
         self.transform = transform
         self.jitter = float(jitter)
+        self.aligned = bool(aligned)
 
     def __len__(self) -> int:
         return 2**62
@@ -83,26 +87,35 @@ class ViewDataset(Dataset):
         z = int(rng.integers(lo, hi))
         plane = self.patch_size[-2:]
         centre = [s // 2 for s in arr.shape[1:]]
-        start = [
-            c - p // 2 + round(float(rng.uniform(-self.jitter, self.jitter)) * p)
-            for c, p in zip(centre, plane, strict=True)
-        ]
-        if len(self.patch_size) == 2:
-            crop = crop_with_padding(arr[z], start, plane)
-        else:
-            d = self.patch_size[0]
-            crop = crop_with_padding(arr, [z - d // 2, *start], self.patch_size)
-        crop = crop[None]
+
+        def corner() -> list[int]:
+            in_plane = [
+                c - p // 2 + round(float(rng.uniform(-self.jitter, self.jitter)) * p)
+                for c, p in zip(centre, plane, strict=True)
+            ]
+            return (
+                in_plane if len(self.patch_size) == 2 else [z - self.patch_size[0] // 2, *in_plane]
+            )
+
+        starts = [corner()]
+        starts.append(starts[0] if self.aligned else corner())
         seeds = [int(s) for s in rng.integers(2**31 - 1, size=2)]
-        views = [
-            self.transform(crop, s)
-            if self.transform is not None
-            else torch.from_numpy(np.ascontiguousarray(crop))
-            for s in seeds
-        ]
+        views = []
+        for start, seed in zip(starts, seeds, strict=True):
+            if len(self.patch_size) == 2:
+                crop = crop_with_padding(arr[z], start, plane)[None]
+            else:
+                crop = crop_with_padding(arr, start, self.patch_size)[None]
+            views.append(
+                self.transform(crop, seed)
+                if self.transform is not None
+                else torch.from_numpy(np.ascontiguousarray(crop))
+            )
         return {
             "view1": views[0].float().contiguous(),
             "view2": views[1].float().contiguous(),
+            "start1": torch.tensor(starts[0], dtype=torch.int64),
+            "start2": torch.tensor(starts[1], dtype=torch.int64),
             "partition": torch.tensor(part, dtype=torch.int64),
             "volume": torch.tensor(v, dtype=torch.int64),
             "seed": torch.tensor(int(rng.integers(2**62)), dtype=torch.int64),

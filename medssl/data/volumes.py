@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from medssl.io import ITK_SUFFIXES, InputError, find_series, is_dicom_file, read_volume
+from medssl.io import (
+    ITK_SUFFIXES,
+    InputError,
+    find_series,
+    is_dicom_file,
+    orientation_code,
+    read_volume,
+)
 
 __all__ = [
     "DEFAULT_EXCLUDE",
@@ -47,7 +54,7 @@ NORMALIZATION_SCHEMES = (
 )
 DEFAULT_EXCLUDE = ("*label*", "*_seg.*", "*_mask.*")
 _LIST_SUFFIXES = (".txt", ".lst", ".list")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _FG_SAMPLES = 20000
 
 
@@ -214,12 +221,16 @@ class CachedVolume:
         foreground: ``.npy`` file of up to 20000 foreground voxel indices, ``(N, 3)`` int32.
         shape: ``(Z, Y, X)`` after resampling.
         label: Non-identifying label of the source.
+        orientation: Three-letter orientation code of the source (e.g. ``LPS``).
+        modality: DICOM modality of the source (``OT`` when unknown).
     """
 
     image: str
     foreground: str
     shape: tuple[int, int, int]
     label: str
+    orientation: str | None = None
+    modality: str | None = None
 
 
 def _key(ref: VolumeRef, prep: Preprocessing) -> str:
@@ -251,6 +262,10 @@ def _foreground_mask(arr: np.ndarray) -> np.ndarray:
 def _read(ref: VolumeRef) -> tuple[np.ndarray, tuple[float, float, float]]:
     vol = read_volume(ref.path, series=ref.series)
     return vol.array, vol.spacing
+
+
+def _read_volume(ref: VolumeRef) -> Any:
+    return read_volume(ref.path, series=ref.series)
 
 
 def _resample(arr: np.ndarray, spacing: Sequence[float], prep: Preprocessing) -> np.ndarray:
@@ -333,7 +348,8 @@ def _prepare_one(args: tuple[VolumeRef, Preprocessing, str, str]) -> dict[str, A
     image, fg, meta = root / f"{key}.npy", root / f"{key}_fg.npy", root / f"{key}.json"
     if meta.is_file() and image.is_file() and fg.is_file():
         return json.loads(meta.read_text())
-    arr, spacing = _read(ref)
+    vol = _read_volume(ref)
+    arr, spacing = vol.array, vol.spacing
     arr = _resample(arr, spacing, prep)
     coords = _foreground_sample(arr, np.random.default_rng(int(key, 16) % (2**32)), _FG_SAMPLES)
     arr = _normalise(arr, prep).astype(prep.dtype)
@@ -348,6 +364,8 @@ def _prepare_one(args: tuple[VolumeRef, Preprocessing, str, str]) -> dict[str, A
         "shape": list(arr.shape),
         "label": ref.label,
         "spacing_in": list(spacing),
+        "orientation": orientation_code(vol.direction),
+        "modality": vol.modality,
     }
     tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(info))
@@ -394,7 +412,12 @@ def preprocess(
                 progress(len(infos), len(jobs))
     vols = [
         CachedVolume(
-            str(root / i["image"]), str(root / i["foreground"]), tuple(i["shape"]), i["label"]
+            str(root / i["image"]),
+            str(root / i["foreground"]),
+            tuple(i["shape"]),
+            i["label"],
+            i.get("orientation"),
+            i.get("modality"),
         )
         for i in infos
     ]
@@ -422,7 +445,14 @@ def load_manifest(manifest: str | Path) -> tuple[list[CachedVolume], Preprocessi
         p["dtype"],
     )
     vols = [
-        CachedVolume(v["image"], v["foreground"], tuple(v["shape"]), v["label"])
+        CachedVolume(
+            v["image"],
+            v["foreground"],
+            tuple(v["shape"]),
+            v["label"],
+            v.get("orientation"),
+            v.get("modality"),
+        )
         for v in m["volumes"]
     ]
     return vols, prep

@@ -66,6 +66,45 @@ class MaskSection(_Section):
     mask_ratio: float = Field(0.75, ge=0, lt=1)
 
 
+class ContrastiveSection(_Section):
+    """Chaitanya et al. (NeurIPS 2020): stage 1 global (``train.steps``), stage 2 local."""
+
+    global_strategy: Literal["GR", "GD-", "GD"] = "GD"
+    local_strategy: Literal["LR", "LD"] = "LD"
+    temperature: float = Field(0.1, gt=0)
+    partitions: int = Field(4, ge=1)
+    local_steps: int = Field(200, ge=0)
+    local_blocks: int | None = Field(None, ge=1)
+    region_size: int = Field(3, ge=1)
+    head_hidden: int = Field(1024, ge=1)
+    head_out: int = Field(128, ge=1)
+    local_head: int = Field(128, ge=1)
+    fallback: bool = True
+
+
+class GraphMatchSection(_Section):
+    """LVM-Med (NeurIPS 2023): second-order graph matching of the two views of a batch."""
+
+    k: int = Field(5, ge=1)
+    alpha: float = Field(0.8, ge=0, le=1)
+    lam: float = Field(80.0, gt=0)
+    width: int = Field(128, ge=1)
+    head_hidden: int = Field(1024, ge=1)
+    head_out: int = Field(128, ge=1)
+    edge_sigma: float = Field(1.0, gt=0)
+
+
+class ViewsSection(_Section):
+    """Augmentation of the two views (contrastive and graph matching)."""
+
+    jitter: float = Field(0.1, ge=0, le=0.5)
+    flip_prob: float = Field(0.5, ge=0, le=1)
+    affine_prob: float = Field(0.0, ge=0, le=1)
+    intensity_prob: float = Field(0.8, ge=0, le=1)
+    gamma_prob: float = Field(0.5, ge=0, le=1)
+    noise_prob: float = Field(0.5, ge=0, le=1)
+
+
 class TrainSection(_Section):
     """The loop (see :class:`medssl.ssl.engine.EngineConfig`)."""
 
@@ -91,6 +130,9 @@ class PretrainConfig(_Section):
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
     mae: MaskSection = MaskSection()
+    contrastive: ContrastiveSection = ContrastiveSection()
+    graphmatch: GraphMatchSection = GraphMatchSection()
+    views: ViewsSection = ViewsSection()
     train: TrainSection = TrainSection()
 
     def to_yaml(self) -> str:
@@ -134,5 +176,6 @@ def load_config(source: str | Path | dict[str, Any] | None = None) -> PretrainCo
         raise InputError(
             f"invalid config: {_format_error(exc)}",
             path=path,
-            hint="sections are model, data, mae and train; see configs/ for examples",
+            hint="sections are model, data, mae, contrastive, graphmatch, views and train; "
+            "see configs/ for examples",
         ) from None

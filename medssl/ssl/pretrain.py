@@ -20,12 +20,20 @@ from torch.utils.data import DataLoader
 from medssl import __version__
 from medssl.data.fetch import cache_root
 from medssl.data.patches import PatchDataset, StepBatchSampler
+from medssl.data.views import ViewDataset
 from medssl.data.volumes import CachedVolume, Preprocessing, discover_volumes, preprocess
 from medssl.io.errors import InputError
 from medssl.models.unet import build_network, load_plans
 from medssl.ssl.config import PretrainConfig, load_config
 from medssl.ssl.distributed import DistInfo, cleanup_distributed, setup_distributed
-from medssl.ssl.engine import CHECKPOINT_LATEST, EngineConfig, FitResult, fit
+from medssl.ssl.engine import (
+    CHECKPOINT_FINAL,
+    CHECKPOINT_LATEST,
+    EngineConfig,
+    FitResult,
+    fit,
+    load_checkpoint,
+)
 from medssl.ssl.mae3d import MAEObjective, MaskedAutoencoder
 from medssl.transforms.ssl import AugmentConfig, ssl_augmentation
 
@@ -33,12 +41,12 @@ __all__ = ["METHODS", "build_objective", "prepare_volumes", "pretrain"]
 
 log = logging.getLogger("medssl.pretrain")
 
-METHODS = ("mae", "s3d")
-Method = Literal["mae", "s3d"]
+METHODS = ("mae", "s3d", "contrastive", "graphmatch")
+Method = Literal["mae", "s3d", "contrastive", "graphmatch"]
 CHECKPOINT_FORMAT = "medssl-pretrain/1"
 
 
-def _patch_size(cfg: PretrainConfig, plans: dict) -> list[int]:
+def _patch_size(cfg: PretrainConfig, plans: dict, method: str = "mae") -> list[int]:
     from medssl.models.unet import _configuration_dict
 
     conf = _configuration_dict(plans, cfg.model.configuration)
@@ -58,7 +66,7 @@ def _patch_size(cfg: PretrainConfig, plans: dict) -> list[int]:
         raise InputError(
             f"model.patch_size {patch} must be divisible by the network's total stride {total}"
         )
-    if any(p % cfg.mae.block_size for p in patch):
+    if method in ("mae", "s3d") and any(p % cfg.mae.block_size for p in patch):
         raise InputError(
             f"model.patch_size {patch} must be a multiple of mae.block_size "
             f"({cfg.mae.block_size}) on every axis"
@@ -66,12 +74,35 @@ def _patch_size(cfg: PretrainConfig, plans: dict) -> list[int]:
     return patch
 
 
+def _base_meta(method: str, cfg: PretrainConfig, plans: dict) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "medssl_version": __version__,
+        "method": method,
+        "plans": plans,
+        "configuration": cfg.model.configuration,
+        "input_channels": 1,
+        "network_prefix": "network.",
+    }
+
+
+def _network(cfg: PretrainConfig, plans: dict, output_channels: int = 1) -> Any:
+    return build_network(
+        plans,
+        cfg.model.configuration,
+        input_channels=1,
+        output_channels=output_channels,
+        deep_supervision=False,
+        seed=cfg.train.seed,
+    )
+
+
 def build_objective(
     method: Method, cfg: PretrainConfig, plans: dict
 ) -> tuple[MAEObjective, dict[str, Any]]:
-    """The network and method of a recipe, plus what the checkpoint records about them."""
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    """The MAE network and method of a recipe, plus what the checkpoint records about them."""
+    if method not in ("mae", "s3d"):
+        raise InputError(f"build_objective builds mae or s3d, not {method!r}")
     network = build_network(
         plans,
         cfg.model.configuration,
@@ -144,29 +175,34 @@ def pretrain(
     stop_after: int | None = None,
     verbose: bool = True,
 ) -> FitResult:
-    """Pretrain a U-Net with the dense MAE (``mae``) or Spark3D (``s3d``).
+    """Pretrain a U-Net with one of :data:`METHODS`.
 
     Args:
-        method: ``mae`` or ``s3d``.
+        method: ``mae`` (dense 3D MAE), ``s3d`` (Spark3D), ``contrastive`` (Chaitanya et al.:
+            a global stage of ``train.steps`` steps, then a local stage of
+            ``contrastive.local_steps``) or ``graphmatch`` (LVM-Med).
         data: Training volumes (folder, list file or paths). May be omitted on resume.
-        run_dir: Output folder.
+        run_dir: Output folder; ``checkpoint_final.pt`` in it is the result.
         config: Recipe (YAML path, dict or :class:`PretrainConfig`); on resume the run's own
             ``config.yaml`` is used and a different one given here is an error.
         resume: Continue the run in ``run_dir``.
-        val_data: Held-out volumes: their masked reconstruction loss is logged every
-            ``train.val_every`` steps (the same fixed patches and masks each time).
-        stop_after: Stop at this step (resumable), e.g. before a job's wall time runs out.
+        val_data: Held-out volumes whose loss is logged every ``train.val_every`` steps (the
+            same fixed samples each time).
+        stop_after: Stop at this step of the current stage (resumable), e.g. before a job's
+            wall time runs out.
 
     Returns:
-        The engine's :class:`medssl.ssl.engine.FitResult`.
+        The engine's :class:`medssl.ssl.engine.FitResult` of the last stage run.
     """
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     run = Path(run_dir)
     cfg_file = run / "config.yaml"
     state_file = run / "run.json"
     if resume:
-        if not (run / CHECKPOINT_LATEST).is_file() or not state_file.is_file():
+        if not state_file.is_file() or not cfg_file.is_file():
             raise InputError(
-                "no checkpoint to resume from", path=run, hint="start the run without --resume"
+                "no run to resume here", path=run, hint="start the run without --resume"
             )
         cfg = load_config(cfg_file)
         if config is not None:
@@ -185,9 +221,9 @@ def pretrain(
         data = data or state["data"]
         val_data = val_data or state.get("val_data")
     else:
-        if (run / CHECKPOINT_LATEST).exists():
+        if state_file.exists() or (run / CHECKPOINT_LATEST).exists():
             raise InputError(
-                "this run folder already holds a checkpoint",
+                "this run folder already holds a run (and maybe checkpoints)",
                 path=run,
                 hint="add --resume to continue it, or choose another -o folder",
             )
@@ -199,7 +235,7 @@ def pretrain(
     discover_volumes(data, cfg.data.exclude)
     if val_data:
         discover_volumes(val_data, cfg.data.exclude)
-    _patch_size(cfg, load_plans(cfg.model.plans))
+    _patch_size(cfg, load_plans(cfg.model.plans), method)
     info = setup_distributed(cfg.train.device)
     try:
         return _run(method, cfg, data, val_data, run, info, resume, stop_after, verbose)
@@ -211,6 +247,172 @@ def _listify(x: Any) -> Any:
     if x is None or isinstance(x, str | Path):
         return None if x is None else str(x)
     return [str(p) for p in x]
+
+
+def _engine_config(cfg: PretrainConfig, steps: int) -> EngineConfig:
+    t = cfg.train
+    return EngineConfig(
+        steps=steps,
+        batch_size=t.batch_size,
+        optimizer=t.optimizer,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        warmup_steps=min(t.warmup_steps, max(0, steps - 1)),
+        schedule=t.schedule,
+        grad_clip=t.grad_clip,
+        amp=t.amp,
+        checkpoint_every=t.checkpoint_every,
+        log_every=t.log_every,
+        val_every=t.val_every,
+        seed=t.seed,
+    )
+
+
+def _partition_strategies(cfg: PretrainConfig, vols: Sequence[CachedVolume]) -> tuple[str, str]:
+    """Partition-aware strategies need roughly aligned volumes of one kind; fall back to
+    G^R/L^R when the collection mixes orientations or modalities (metadata recorded in the
+    cache), as the paper's partitions would not correspond."""
+    c = cfg.contrastive
+    kinds = {(v.orientation, v.modality) for v in vols}
+    mixed = len(kinds) > 1 or any(None in k for k in kinds)
+    if c.fallback and mixed and (c.global_strategy != "GR" or c.local_strategy != "LR"):
+        log.warning(
+            "the volumes mix orientations/modalities %s (or lack them): partitions do not "
+            "correspond, so the global/local strategies fall back to GR/LR",
+            sorted(str(k) for k in kinds),
+        )
+        return "GR", "LR"
+    return c.global_strategy, c.local_strategy
+
+
+class _Stage:
+    """One engine run of a method: its objective, dataset, steps and folder."""
+
+    def __init__(
+        self,
+        name: str,
+        folder: Path,
+        objective: torch.nn.Module,
+        dataset: Any,
+        steps: int,
+        meta: dict[str, Any],
+        collate_keys: tuple[str, ...],
+    ) -> None:
+        self.name, self.folder, self.objective = name, folder, objective
+        self.dataset, self.steps, self.meta = dataset, steps, meta
+        self.collate_keys = collate_keys
+
+
+def _view_transform(cfg: PretrainConfig, dims: int, aligned: bool) -> Any:
+    v = cfg.views
+    return ssl_augmentation(
+        AugmentConfig(
+            flip_prob=0.0 if aligned else v.flip_prob,
+            affine_prob=0.0 if aligned else v.affine_prob,
+            intensity_prob=v.intensity_prob,
+            gamma_prob=v.gamma_prob,
+            noise_prob=v.noise_prob,
+        ),
+        dims,
+    )
+
+
+def _stages(
+    method: Method,
+    cfg: PretrainConfig,
+    plans: dict,
+    patch: list[int],
+    vols: list[CachedVolume],
+    prep: Preprocessing,
+    run: Path,
+) -> list[_Stage]:
+    t = cfg.train
+    dims = len(patch)
+    base = {**_base_meta(method, cfg, plans), "patch_size": patch, "preprocessing": prep.to_dict()}
+    base["data_volumes"] = len(vols)
+    if method in ("mae", "s3d"):
+        objective, meta = build_objective(method, cfg, plans)
+        meta.update(patch_size=patch, preprocessing=prep.to_dict(), data_volumes=len(vols))
+        augment = ssl_augmentation(AugmentConfig(**cfg.data.augment.model_dump()), dims)
+        dataset = PatchDataset(
+            vols, patch, seed=t.seed, foreground_prob=cfg.data.foreground_prob, transform=augment
+        )
+        return [_Stage(method, run, objective, dataset, t.steps, meta, ("image", "seed"))]
+    if method == "contrastive":
+        from medssl.ssl.contrastive.method import (
+            GlobalContrastiveObjective,
+            LocalContrastiveObjective,
+        )
+
+        c = cfg.contrastive
+        g_strategy, l_strategy = _partition_strategies(cfg, vols)
+        network = _network(cfg, plans)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(t.seed)
+            g = GlobalContrastiveObjective(
+                network,
+                strategy=g_strategy,
+                temperature=c.temperature,
+                hidden=c.head_hidden,
+                out=c.head_out,
+            )
+        keys = ("view1", "view2", "partition", "volume")
+        g_data = ViewDataset(
+            vols,
+            patch,
+            partitions=c.partitions,
+            seed=t.seed,
+            transform=_view_transform(cfg, dims, aligned=False),
+            jitter=cfg.views.jitter,
+        )
+        g_meta = {**base, "stage": "global", "strategy": g_strategy, "contrastive": c.model_dump()}
+        g_meta["pretrained_keys"] = g.trained_keys()
+        stages = [_Stage("global", run / "stage1_global", g, g_data, t.steps, g_meta, keys)]
+        if c.local_steps > 0:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(t.seed + 1)
+                loc = LocalContrastiveObjective(
+                    network,
+                    strategy=l_strategy,
+                    temperature=c.temperature,
+                    blocks=c.local_blocks,
+                    hidden=c.local_head,
+                    out=c.local_head,
+                    region_size=c.region_size,
+                )
+            l_data = ViewDataset(
+                vols,
+                patch,
+                partitions=c.partitions,
+                seed=t.seed + 1,
+                transform=_view_transform(cfg, dims, aligned=True),
+                jitter=cfg.views.jitter,
+                aligned=True,
+            )
+            l_meta = {**g_meta, "stage": "local", "strategy": [g_strategy, l_strategy]}
+            l_meta["pretrained_keys"] = loc.trained_keys()
+            stages.append(
+                _Stage("local", run / "stage2_local", loc, l_data, c.local_steps, l_meta, keys)
+            )
+        return stages
+    from medssl.ssl.graphmatch.method import GraphMatchObjective
+
+    gm = cfg.graphmatch
+    network = _network(cfg, plans)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(t.seed)
+        objective = GraphMatchObjective(network, **gm.model_dump())
+    data = ViewDataset(
+        vols,
+        patch,
+        partitions=1,
+        seed=t.seed,
+        transform=_view_transform(cfg, dims, aligned=True),
+        jitter=cfg.views.jitter,
+    )
+    meta = {**base, "graphmatch": gm.model_dump(), "pretrained_keys": objective.trained_keys()}
+    keys = ("view1", "view2", "start1", "start2", "seed")
+    return [_Stage("graphmatch", run, objective, data, t.steps, meta, keys)]
 
 
 def _run(
@@ -227,7 +429,7 @@ def _run(
     import torch.distributed as dist
 
     plans = load_plans(cfg.model.plans)
-    patch = _patch_size(cfg, plans)
+    patch = _patch_size(cfg, plans, method)
     t = cfg.train
     if t.batch_size % info.world_size:
         raise InputError(
@@ -252,18 +454,65 @@ def _run(
         vols, prep = prepare_volumes(data, cfg, None)
         val = None
 
-    objective, meta = build_objective(method, cfg, plans)
-    meta.update(patch_size=patch, preprocessing=prep.to_dict(), data_volumes=len(vols))
-    dims = len(patch)
-    augment = ssl_augmentation(AugmentConfig(**cfg.data.augment.model_dump()), dims)
-    dataset = PatchDataset(
-        vols, patch, seed=t.seed, foreground_prob=cfg.data.foreground_prob, transform=augment
-    )
+    stages = _stages(method, cfg, plans, patch, vols, prep, run)
     per_rank = t.batch_size // info.world_size
+    result: FitResult | None = None
+    for i, stage in enumerate(stages):
+        final = stage.folder / CHECKPOINT_FINAL
+        if final.is_file():  # done in an earlier run: its weights feed the next stage
+            result = FitResult(stage.steps, final, True, float("nan"))
+            _load_network(stage, final)
+            continue
+        stage_resume = (stage.folder / CHECKPOINT_LATEST).is_file()
+        if stage_resume and not resume:
+            raise InputError("the run folder holds checkpoints", path=stage.folder)
+        if verbose and info.is_main and len(stages) > 1:
+            log.warning("stage %d/%d: %s (%d steps)", i + 1, len(stages), stage.name, stage.steps)
+        result = _fit_stage(stage, cfg, info, per_rank, val, stage_resume, stop_after, verbose)
+        if not result.finished:
+            return result
+        if stage.folder != run and info.is_main:  # the method's result at the run's top
+            _copy(result.checkpoint, run / CHECKPOINT_FINAL)
+            _copy(result.checkpoint, run / CHECKPOINT_LATEST)
+    assert result is not None
+    if stages[-1].folder != run:
+        result = FitResult(result.step, run / CHECKPOINT_FINAL, True, result.last_loss)
+    return result
+
+
+def _copy(src: Path, dst: Path) -> None:
+    import os
+    import shutil
+
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+def _load_network(stage: _Stage, checkpoint: Path) -> None:
+    """Give ``stage``'s network the weights of a finished stage (they share the network)."""
+    model = load_checkpoint(checkpoint)["model"]
+    prefix = stage.meta.get("network_prefix", "network.")
+    state = {k[len(prefix) :]: v for k, v in model.items() if k.startswith(prefix)}
+    stage.objective.network.load_state_dict(state)  # type: ignore[union-attr]
+
+
+def _fit_stage(
+    stage: _Stage,
+    cfg: PretrainConfig,
+    info: DistInfo,
+    per_rank: int,
+    val: list[CachedVolume] | None,
+    resume: bool,
+    stop_after: int | None,
+    verbose: bool,
+) -> FitResult:
+    t = cfg.train
+    dataset = stage.dataset
 
     def make_loader(start: int) -> DataLoader:
         sampler = StepBatchSampler(
-            per_rank, t.steps, start_step=start, rank=info.rank, world_size=info.world_size
+            per_rank, stage.steps, start_step=start, rank=info.rank, world_size=info.world_size
         )
         return DataLoader(
             dataset,
@@ -276,40 +525,41 @@ def _run(
 
     validate = None
     if val:
-        val_set = PatchDataset(val, patch, seed=t.seed + 1, foreground_prob=1.0)
-        fixed = [val_set[i] for i in range(cfg.data.val_samples)]
+        if isinstance(dataset, PatchDataset):
+            val_set: Any = PatchDataset(
+                val, dataset.patch_size, seed=t.seed + 1, foreground_prob=1.0
+            )
+        else:
+            val_set = ViewDataset(
+                val,
+                dataset.patch_size,
+                partitions=dataset.partitions,
+                seed=t.seed + 1,
+                transform=dataset.transform,
+                jitter=dataset.jitter,
+                aligned=dataset.aligned,
+            )
+        # view batches keep the training layout (whole partition groups) per chunk
+        chunk_size = max(1, per_rank)
+        n_val = max(cfg.data.val_samples, chunk_size)
+        fixed = [val_set[i] for i in range(n_val - n_val % chunk_size)]
 
         def validate(model: torch.nn.Module) -> dict[str, float]:
-            losses = []
-            for i in range(0, len(fixed), max(1, per_rank)):
-                chunk = fixed[i : i + max(1, per_rank)]
+            total = 0.0
+            for i in range(0, len(fixed), chunk_size):
+                chunk = fixed[i : i + chunk_size]
                 batch = {k: torch.stack([c[k] for c in chunk]).to(info.device) for k in chunk[0]}
-                losses.append(float(model(batch)["loss"]) * len(chunk))
-            return {"loss": sum(losses) / len(fixed)}
+                total += float(model(batch)["loss"]) * len(chunk)
+            return {"loss": total / len(fixed)}
 
-    engine = EngineConfig(
-        steps=t.steps,
-        batch_size=t.batch_size,
-        optimizer=t.optimizer,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_steps,
-        schedule=t.schedule,
-        grad_clip=t.grad_clip,
-        amp=t.amp,
-        checkpoint_every=t.checkpoint_every,
-        log_every=t.log_every,
-        val_every=t.val_every,
-        seed=t.seed,
-    )
     return fit(
-        objective,
+        stage.objective,
         make_loader,
-        engine,
-        run,
+        _engine_config(cfg, stage.steps),
+        stage.folder,
         dist_info=info,
         resume=resume,
-        metadata=meta,
+        metadata=stage.meta,
         validate=validate,
         stop_after=stop_after,
         verbose=verbose,

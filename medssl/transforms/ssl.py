@@ -24,19 +24,25 @@ class AugmentConfig:
         affine_prob: Probability of a random rotation (±15°) and scaling (0.85-1.15).
         intensity_prob: Probability of each of a random intensity scale (±10 %) and shift
             (±0.1, in normalised units).
+        gamma_prob: Probability of a random contrast (gamma) change, gamma in 0.7-1.5.
+        noise_prob: Probability of added Gaussian noise (std 0.1 in normalised units).
     """
 
     flip_prob: float = 0.5
     affine_prob: float = 0.0
     intensity_prob: float = 0.2
+    gamma_prob: float = 0.0
+    noise_prob: float = 0.0
 
 
 def ssl_augmentation(config: AugmentConfig, spatial_dims: int):
     """A seeded augmentation ``fn(patch, seed) -> tensor`` for ``(1, *patch)`` arrays."""
     from monai.transforms import (
         Compose,
+        RandAdjustContrast,
         RandAffine,
         RandFlip,
+        RandGaussianNoise,
         RandScaleIntensity,
         RandShiftIntensity,
     )
@@ -57,6 +63,10 @@ def ssl_augmentation(config: AugmentConfig, spatial_dims: int):
     if config.intensity_prob > 0:
         steps.append(RandScaleIntensity(factors=0.1, prob=config.intensity_prob))
         steps.append(RandShiftIntensity(offsets=0.1, prob=config.intensity_prob))
+    if config.gamma_prob > 0:
+        steps.append(RandAdjustContrast(prob=config.gamma_prob, gamma=(0.7, 1.5)))
+    if config.noise_prob > 0:
+        steps.append(RandGaussianNoise(prob=config.noise_prob, std=0.1))
     compose = Compose(steps)
 
     def apply(patch: np.ndarray, seed: int) -> torch.Tensor:
