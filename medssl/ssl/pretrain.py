@@ -345,6 +345,11 @@ def _stages(
         )
 
         c = cfg.contrastive
+        if t.batch_size % c.partitions:
+            raise InputError(
+                f"train.batch_size {t.batch_size} must be a multiple of contrastive.partitions "
+                f"({c.partitions}): a batch takes one image per partition from each volume"
+            )
         g_strategy, l_strategy = _partition_strategies(cfg, vols)
         network = _network(cfg, plans)
         with torch.random.fork_rng(devices=[]):
@@ -509,6 +514,9 @@ def _fit_stage(
 ) -> FitResult:
     t = cfg.train
     dataset = stage.dataset
+    set_trainable = getattr(stage.objective, "set_trainable", None)
+    if set_trainable is not None:  # stages share the network: each sets what it trains
+        set_trainable()
 
     def make_loader(start: int) -> DataLoader:
         sampler = StepBatchSampler(

@@ -75,8 +75,15 @@ class GlobalContrastiveObjective(nn.Module):
         self.network = network
         self.strategy = strategy
         self.temperature = float(temperature)
-        freeze_decoder(network)
         self.head = GlobalProjectionHead(network.encoder.output_channels[-1], hidden, out)
+        self.set_trainable()
+
+    def set_trainable(self) -> None:
+        """Encoder and head train, the decoder does not (call before a stage starts: the
+        stages share one network)."""
+        for p in self.parameters():
+            p.requires_grad_(True)
+        freeze_decoder(self.network)
 
     def trained_keys(self) -> list[str]:
         return [f"encoder.{k}" for k in self.network.encoder.state_dict()]
@@ -133,13 +140,18 @@ class LocalContrastiveObjective(nn.Module):
         self.blocks = int(blocks or default_local_blocks(network))
         if not 1 <= self.blocks <= n_dec:
             raise ValueError(f"local blocks must be in 1..{n_dec}, got {self.blocks}")
-        _freeze(network)
-        for s in range(self.blocks):
-            for m in (network.decoder.transpconvs[s], network.decoder.stages[s]):
-                m.requires_grad_(True)
         channels = network.encoder.output_channels[-(self.blocks + 1)]
         dims = network.encoder.stem.convs[0].conv.weight.dim() - 2
         self.head = LocalProjectionHead(channels, hidden, out, dims)
+        self.set_trainable()
+
+    def set_trainable(self) -> None:
+        """Only the first decoder blocks and the head train (call before the stage starts)."""
+        _freeze(self.network)
+        for s in range(self.blocks):
+            for m in (self.network.decoder.transpconvs[s], self.network.decoder.stages[s]):
+                m.requires_grad_(True)
+        self.head.requires_grad_(True)
 
     def trained_keys(self) -> list[str]:
         keys = [f"encoder.{k}" for k in self.network.encoder.state_dict()]  # stage 1's

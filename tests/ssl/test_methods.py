@@ -1,0 +1,123 @@
+"""Contrastive and graph-matching pretraining end to end (tiny network, synthetic volumes),
+and their nnU-Net export: only the trained parts are listed as pretrained."""
+
+import copy
+
+import pytest
+import torch
+
+from medssl.finetune.nnunet import export_nnunet, read_export
+from medssl.io.errors import InputError
+from medssl.models import build_network
+from medssl.ssl.engine import load_checkpoint
+from medssl.ssl.pretrain import pretrain
+from tests.ssl.volumes import TINY_CONFIG, write_collection
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    return write_collection(tmp_path_factory.mktemp("vols"), n=3)
+
+
+def _config(tmp_path, **sections):
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["data"]["cache_dir"] = str(tmp_path / "cache")
+    cfg["train"].update(steps=2, batch_size=4, checkpoint_every=1)
+    for k, v in sections.items():
+        cfg[k] = v
+    return cfg
+
+
+def _nnunet_load(weights_file, plans):
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pm = PlansManager(plans)
+    net = nnUNetTrainer.build_network_architecture(
+        pm, pm.get_configuration("3d_fullres"), 1, 2, True
+    )
+    load_pretrained_weights(net, str(weights_file))
+    return net
+
+
+def test_contrastive_runs_both_stages_and_exports_encoder_and_first_decoder_blocks(
+    tmp_path, collection
+):
+    cfg = _config(tmp_path, contrastive={"partitions": 2, "local_steps": 2})
+    result = pretrain("contrastive", collection, tmp_path / "run", config=cfg, verbose=False)
+    assert result.finished
+    run = tmp_path / "run"
+    for stage in ("stage1_global", "stage2_local"):
+        assert (run / stage / "checkpoint_final.pt").is_file()
+    g = load_checkpoint(run / "stage1_global" / "checkpoint_final.pt")["model"]
+    final = load_checkpoint(run / "checkpoint_final.pt")
+    assert final["medssl"]["stage"] == "local"
+    key = "network.encoder.stem.convs.0.conv.weight"
+    assert torch.equal(g[key], final["model"][key])  # stage 2 keeps the encoder frozen
+    init = build_network("tiny", seed=0).state_dict()
+    assert not torch.equal(init[key[len("network.") :]], g[key])  # stage 1 trained it
+
+    out = export_nnunet(run / "checkpoint_final.pt", tmp_path / "w.pth")
+    weights, meta = read_export(out)
+    pretrained = set(meta["pretrained_keys"])
+    assert "encoder.stem.convs.0.conv.weight" in pretrained
+    assert "decoder.stages.0.convs.0.conv.weight" in pretrained
+    assert "decoder.stages.1.convs.0.conv.weight" not in pretrained
+    # parts not pretrained keep nnU-Net's seeded initialisation
+    k = "decoder.stages.1.convs.0.conv.weight"
+    assert torch.equal(weights[k], init[k])
+    net = _nnunet_load(out, meta["plans"])
+    assert torch.equal(net.state_dict()["encoder.stem.convs.0.conv.weight"], weights[key[8:]])
+
+
+def test_contrastive_resumes_in_the_second_stage(tmp_path, collection):
+    cfg = _config(tmp_path, contrastive={"partitions": 2, "local_steps": 3})
+    straight = pretrain("contrastive", collection, tmp_path / "a", config=cfg, verbose=False)
+    first = pretrain(
+        "contrastive", collection, tmp_path / "b", config=cfg, stop_after=1, verbose=False
+    )
+    assert not first.finished
+    second = pretrain("contrastive", None, tmp_path / "b", resume=True, verbose=False)
+    assert second.finished  # stage 1 resumed and finished, stage 2 ran
+    a = load_checkpoint(straight.checkpoint)["model"]
+    b = load_checkpoint(second.checkpoint)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_batch_must_hold_whole_partition_groups(tmp_path, collection):
+    cfg = _config(tmp_path, contrastive={"partitions": 3})
+    with pytest.raises(InputError, match=r"multiple of contrastive\.partitions"):
+        pretrain("contrastive", collection, tmp_path / "run", config=cfg, verbose=False)
+
+
+def test_graph_matching_trains_the_encoder_and_exports(tmp_path, collection):
+    cfg = _config(tmp_path, graphmatch={"k": 2, "width": 16, "head_out": 16, "head_hidden": 32})
+    result = pretrain("graphmatch", collection, tmp_path / "run", config=cfg, verbose=False)
+    ckpt = load_checkpoint(result.checkpoint)
+    key = "network.encoder.stem.convs.0.conv.weight"
+    init = build_network("tiny", seed=0).state_dict()
+    assert ckpt["medssl"]["method"] == "graphmatch"
+    dec = "decoder.stages.0.convs.0.conv.weight"
+    assert torch.equal(ckpt["model"]["network." + dec], init[dec])  # decoder untouched
+    out = export_nnunet(result.checkpoint, tmp_path / "w.pth")
+    _, meta = read_export(out)
+    assert all(k.startswith("encoder.") for k in meta["pretrained_keys"])
+    net = _nnunet_load(out, meta["plans"])
+    assert torch.equal(net.state_dict()[key[8:]], ckpt["model"][key])
+    assert not torch.equal(init[key[8:]], ckpt["model"][key])  # trained through I-MLE
+
+
+@pytest.mark.parametrize("method", ["contrastive", "graphmatch"])
+def test_2d_configuration(tmp_path, collection, method):
+    cfg = _config(
+        tmp_path,
+        contrastive={"partitions": 2, "local_steps": 1},
+        graphmatch={"k": 2, "width": 16, "head_out": 16, "head_hidden": 32},
+    )
+    cfg["model"] = {"plans": "tiny", "configuration": "2d", "patch_size": [32, 32]}
+    result = pretrain(method, collection, tmp_path / "run", config=cfg, verbose=False)
+    assert result.finished
+    w = load_checkpoint(result.checkpoint)["model"]["network.encoder.stem.convs.0.conv.weight"]
+    assert w.dim() == 4
