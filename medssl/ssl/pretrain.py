@@ -270,10 +270,10 @@ def _engine_config(cfg: PretrainConfig, steps: int) -> EngineConfig:
 
 def _partition_strategies(cfg: PretrainConfig, vols: Sequence[CachedVolume]) -> tuple[str, str]:
     """Partition-aware strategies need roughly aligned volumes of one kind; fall back to
-    G^R/L^R when the collection mixes orientations or modalities (metadata recorded in the
-    cache), as the paper's partitions would not correspond."""
+    G^R/L^R when the volumes' slice axes point different ways (the last letter of the
+    orientation code: partition ``s`` would be different anatomy) or the modalities differ."""
     c = cfg.contrastive
-    kinds = {(v.orientation, v.modality) for v in vols}
+    kinds = {(v.orientation[-1] if v.orientation else None, v.modality) for v in vols}
     mixed = len(kinds) > 1 or any(None in k for k in kinds)
     if c.fallback and mixed and (c.global_strategy != "GR" or c.local_strategy != "LR"):
         log.warning(
