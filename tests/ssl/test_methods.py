@@ -121,3 +121,20 @@ def test_2d_configuration(tmp_path, collection, method):
     assert result.finished
     w = load_checkpoint(result.checkpoint)["model"]["network.encoder.stem.convs.0.conv.weight"]
     assert w.dim() == 4
+
+
+def test_partition_strategies_fall_back_when_slice_axes_differ():
+    from medssl.data.volumes import CachedVolume
+    from medssl.ssl.config import load_config
+    from medssl.ssl.pretrain import _partition_strategies
+
+    def vol(code, modality="MR"):
+        return CachedVolume("x.npy", "x_fg.npy", (8, 8, 8), "l", code, modality)
+
+    cfg = load_config({"contrastive": {"global_strategy": "GD", "local_strategy": "LD"}})
+    # RAS and LAS both stack axial slices from inferior to superior: partitions correspond
+    assert _partition_strategies(cfg, [vol("RAS"), vol("LAS")]) == ("GD", "LD")
+    assert _partition_strategies(cfg, [vol("RAS"), vol("LSA")]) == ("GR", "LR")  # coronal
+    assert _partition_strategies(cfg, [vol("RAS"), vol("RAS", "CT")]) == ("GR", "LR")
+    strict = load_config({"contrastive": {"fallback": False}})
+    assert _partition_strategies(strict, [vol("RAS"), vol("LSA")]) == ("GD", "LD")
