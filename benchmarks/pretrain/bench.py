@@ -200,9 +200,13 @@ def cmd_step(args: argparse.Namespace) -> None:
         call = f"bench._step_child({preset!r}, {patch}, {batch}, {method!r}, {amp!r}, {steps})"
         code = f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import bench; "
         code += f"print(json.dumps({call}))"
-        proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
-        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if proc.returncode != 0:  # e.g. killed for memory: record it, go on
+            row = {"preset": preset, "patch": patch, "batch": batch, "method": method,
+                   "amp": amp, "error": f"exit {proc.returncode}: {proc.stderr[-300:]}",
+                   **_machine()}  # fmt: skip
+            _append(HERE / "step.jsonl", row)
+            continue
         _append(HERE / "step.jsonl", json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
@@ -337,6 +341,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     print("| network | patch | batch | method | AMP | s/step | samples/s | peak RSS (GB) |")
     print("|---|---|---|---|---|---|---|---|")
     for (preset, patch, batch, method, amp), r in step.items():
+        if "error" in r:
+            print(f"| {preset} | {patch}³ | {batch} | {method} | {amp} | {r['error'][:60]} | | |")
+            continue
         print(
             f"| {preset} ({r['params_m']:.1f} M) | {patch}³ | {batch} | {method} | {amp} | "
             f"{r['s_per_step']:.2f} | {r['samples_per_s']:.3f} | {r['peak_rss_gb']:.1f} |"

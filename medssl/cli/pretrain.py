@@ -14,7 +14,11 @@ __all__ = ["export_nnunet_cmd", "pretrain"]
 
 def pretrain(
     method: str = typer.Option(
-        ..., "--method", "-m", help="mae (dense 3D MAE) or s3d (Spark3D, sparse encoder)."
+        ...,
+        "--method",
+        "-m",
+        help="mae (dense 3D MAE), s3d (Spark3D, sparse encoder), contrastive (global + local, "
+        "Chaitanya et al.) or graphmatch (LVM-Med).",
     ),
     config: Path | None = typer.Option(
         None, "--config", "-c", help="Recipe YAML (see configs/); defaults apply when omitted."
@@ -31,12 +35,13 @@ def pretrain(
         None, "--val", help="Held-out volumes whose reconstruction loss is logged."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output."),
-    steps: int | None = typer.Option(None, "--steps", help="Override train.steps."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Override train.steps."),
     stop_after: int | None = typer.Option(
-        None, "--stop-after", help="Stop at this step with a checkpoint (resume later)."
+        None, "--stop-after", min=1, help="Stop at this step with a checkpoint (resume later)."
     ),
 ) -> None:
-    """Pretrain an nnU-Net ResEnc U-Net with 3D MAE (dense or S3D) on unlabelled volumes.
+    """Pretrain an nnU-Net ResEnc U-Net on unlabelled volumes (3D MAE, S3D, contrastive, graph
+    matching).
 
     Runs under torchrun for DDP (the batch in the config is the global batch).
     """

@@ -77,17 +77,13 @@ class PatchDataset(Dataset):
         self.seed = int(seed)
         self.foreground_prob = float(foreground_prob)
         self.transform = transform
-        self._fg: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:  # an "epoch" has no meaning for step-based pretraining
         return 2**62
 
     def _foreground(self, v: int) -> np.ndarray:
-        fg = self._fg.get(v)
-        if fg is None:
-            fg = np.load(self.volumes[v].foreground)
-            self._fg[v] = fg
-        return fg
+        # memory-mapped, not cached: thousands of volumes x workers x ranks must not add up
+        return np.load(self.volumes[v].foreground, mmap_mode="r")
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, int(index)])

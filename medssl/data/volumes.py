@@ -43,6 +43,7 @@ __all__ = [
     "discover_volumes",
     "load_manifest",
     "preprocess",
+    "write_manifest",
 ]
 
 #: nnU-Net v2's normalisation classes medssl can apply (names as in nnU-Net plans).
@@ -235,12 +236,13 @@ class CachedVolume:
 
 def _key(ref: VolumeRef, prep: Preprocessing) -> str:
     p = Path(ref.path)
-    st = p.stat()
     if p.is_dir():  # a DICOM series: its files' sizes and times
         files = sorted(f for f in p.rglob("*") if f.is_file())
         stamp = [(str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    else:
-        stamp = [(p.name, st.st_size, st.st_mtime_ns)]
+    else:  # .mhd/.nhdr headers name a data file beside them: stamp files sharing the stem
+        stem = p.name.split(".")[0]
+        files = sorted(f for f in p.parent.glob(f"{stem}.*") if f.is_file())
+        stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     payload = json.dumps(
         [_CACHE_VERSION, ref.path, ref.series, stamp, prep.to_dict()], sort_keys=True
     )
@@ -422,16 +424,21 @@ def preprocess(
         for i in infos
     ]
     if manifest is not None:
-        record = {
-            "version": _CACHE_VERSION,
-            "preprocessing": prep.to_dict(),
-            "volumes": [{**asdict(v), "shape": list(v.shape)} for v in vols],
-        }
-        target = Path(manifest)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(target)
+        write_manifest(manifest, vols, prep)
     return vols, prep
+
+
+def write_manifest(path: str | Path, vols: Sequence[CachedVolume], prep: Preprocessing) -> None:
+    """Record cached volumes and their settings (atomically); :func:`load_manifest` reads it."""
+    record = {
+        "version": _CACHE_VERSION,
+        "preprocessing": prep.to_dict(),
+        "volumes": [{**asdict(v), "shape": list(v.shape)} for v in vols],
+    }
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(target)
 
 
 def load_manifest(manifest: str | Path) -> tuple[list[CachedVolume], Preprocessing]:

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from medssl.io.errors import InputError
+
 __all__ = [
     "PRESETS",
     "build_network",
@@ -148,16 +150,16 @@ def load_plans(source: str | Path | dict) -> dict:
         return preset_plans(source)
     path = Path(source)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"plans {source!s}: not a preset ({', '.join(PRESETS)}) and no such file; "
-            "give a preset name or the path of an nnU-Net plans JSON file"
+        raise InputError(
+            f"plans {source!s}: not a preset ({', '.join(PRESETS)}) and no such file",
+            hint="give a preset name or the path of an nnU-Net plans JSON file",
         )
     try:
         plans = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"plans {path}: not a JSON file ({err})") from None
+        raise InputError(f"not a JSON file ({err})", path=path) from None
     if not isinstance(plans, dict) or "configurations" not in plans:
-        raise ValueError(f"plans {path}: no 'configurations' entry; is this an nnU-Net plans file?")
+        raise InputError("no 'configurations' entry; is this an nnU-Net plans file?", path=path)
     return plans
 
 
@@ -172,8 +174,8 @@ def _configuration_dict(plans: dict, configuration: str) -> dict:
 
     try:
         return PlansManager(plans).get_configuration(configuration).configuration
-    except (ValueError, RuntimeError) as err:
-        raise ValueError(str(err)) from None
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise InputError(f"plans configuration {configuration!r}: {err}") from None
 
 
 def configuration_dim(plans: dict, configuration: str) -> int:

@@ -58,6 +58,23 @@ class DataSection(_Section):
             raise ValueError(f"must be one of {', '.join(NORMALIZATION_SCHEMES)}")
         return v
 
+    @field_validator("target_spacing")
+    @classmethod
+    def _spacing(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (len(v) != 3 or min(v) <= 0):
+            raise ValueError("must be three positive numbers (z, y, x) in mm, or null")
+        return v
+
+    @field_validator("intensity_properties")
+    @classmethod
+    def _ct_props(cls, v: dict[str, float]) -> dict[str, float]:
+        needed = {"mean", "std", "percentile_00_5", "percentile_99_5"}
+        if v and not needed <= set(v):
+            raise ValueError(
+                f"needs all of {', '.join(sorted(needed))} (or leave it empty to compute them)"
+            )
+        return v
+
 
 class MaskSection(_Section):
     """MAE masking (Revisiting MAE: 16³ blocks, 75 %)."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -13,8 +16,23 @@ __all__ = [
     "all_gather_with_grad",
     "all_reduce_mean",
     "cleanup_distributed",
+    "local_only",
     "setup_distributed",
 ]
+
+_LOCAL_ONLY = False
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Within this block :func:`all_gather_with_grad` returns its input (no collective): for
+    work one rank does alone, such as validation on rank 0."""
+    global _LOCAL_ONLY
+    previous, _LOCAL_ONLY = _LOCAL_ONLY, True
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY = previous
 
 
 @dataclass(frozen=True)
@@ -48,12 +66,18 @@ def setup_distributed(device: str = "auto") -> DistInfo:
         dev = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     else:
         dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None:
+        # under torchrun each process takes its own GPU, whatever index the config names
+        if dev.type == "cuda" and (dev.index is None or world > 1):
             dev = torch.device("cuda", local)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        # rank 0 preprocesses the collection while the others wait at a barrier: allow it
+        minutes = float(os.environ.get("MEDSSL_DIST_TIMEOUT_MIN", "180"))
+        dist.init_process_group(
+            backend="nccl" if dev.type == "cuda" else "gloo",
+            timeout=datetime.timedelta(minutes=minutes),
+        )
     return DistInfo(rank, world, local, dev)
 
 
@@ -107,6 +131,8 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     gradients over ranks, so the engine's step equals the single-process step on the whole
     batch.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if _LOCAL_ONLY or not (dist.is_available() and dist.is_initialized()):
+        return x
+    if dist.get_world_size() == 1:
         return x
     return _GatherWithGrad.apply(x)

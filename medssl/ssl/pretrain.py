@@ -21,7 +21,14 @@ from medssl import __version__
 from medssl.data.fetch import cache_root
 from medssl.data.patches import PatchDataset, StepBatchSampler
 from medssl.data.views import ViewDataset
-from medssl.data.volumes import CachedVolume, Preprocessing, discover_volumes, preprocess
+from medssl.data.volumes import (
+    CachedVolume,
+    Preprocessing,
+    discover_volumes,
+    load_manifest,
+    preprocess,
+    write_manifest,
+)
 from medssl.io.errors import InputError
 from medssl.models.unet import build_network, load_plans
 from medssl.ssl.config import PretrainConfig, load_config
@@ -66,11 +73,23 @@ def _patch_size(cfg: PretrainConfig, plans: dict, method: str = "mae") -> list[i
         raise InputError(
             f"model.patch_size {patch} must be divisible by the network's total stride {total}"
         )
-    if method in ("mae", "s3d") and any(p % cfg.mae.block_size for p in patch):
-        raise InputError(
-            f"model.patch_size {patch} must be a multiple of mae.block_size "
-            f"({cfg.mae.block_size}) on every axis"
-        )
+    b = cfg.mae.block_size
+    if method in ("mae", "s3d"):
+        if any(p % b for p in patch):
+            raise InputError(
+                f"model.patch_size {patch} must be a multiple of mae.block_size ({b}) on every axis"
+            )
+        # each stage's cells must tile blocks exactly (or blocks tile cells) for S3D's masks
+        cumulative = [1] * len(patch)
+        for st in strides:
+            st = [st] * len(patch) if isinstance(st, int) else st
+            cumulative = [c * int(x) for c, x in zip(cumulative, st, strict=True)]
+            if any(b % c and c % b for c in cumulative):
+                raise InputError(
+                    f"mae.block_size {b} does not fit the network's stage strides "
+                    f"{cumulative}: use a block size that divides or is divided by every "
+                    "stride (e.g. a power of two)"
+                )
     return patch
 
 
@@ -218,8 +237,16 @@ def pretrain(
             raise InputError(
                 f"this run was started with --method {state['method']}, not {method}", path=run
             )
-        data = data or state["data"]
-        val_data = val_data or state.get("val_data")
+        for given, key in ((data, "data"), (val_data, "val_data")):
+            if given is not None and _listify(given) != state.get(key):
+                raise InputError(
+                    f"--{key.replace('_data', '')} differs from the volumes this run was "
+                    "started with",
+                    path=run,
+                    hint="resume without --data/--val: the run keeps its own volume list",
+                )
+        data = state["data"]
+        val_data = state.get("val_data")
     else:
         if state_file.exists() or (run / CHECKPOINT_LATEST).exists():
             raise InputError(
@@ -244,9 +271,12 @@ def pretrain(
 
 
 def _listify(x: Any) -> Any:
-    if x is None or isinstance(x, str | Path):
-        return None if x is None else str(x)
-    return [str(p) for p in x]
+    """Absolute paths (a resumed run may start from another working directory)."""
+    if x is None:
+        return None
+    if isinstance(x, str | Path):
+        return str(Path(x).resolve())
+    return [str(Path(p).resolve()) for p in x]
 
 
 def _engine_config(cfg: PretrainConfig, steps: int) -> EngineConfig:
@@ -441,23 +471,32 @@ def _run(
             f"train.batch_size {t.batch_size} (the global batch) is not divisible by the "
             f"{info.world_size} processes"
         )
+    manifest, val_manifest = run / "volumes.json", run / "val_volumes.json"
+    val: list[CachedVolume] | None = None
     if info.is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            (run / "config.yaml").write_text(cfg.to_yaml())
-            (run / "run.json").write_text(
-                json.dumps(
-                    {"method": method, "data": _listify(data), "val_data": _listify(val_data)},
-                    indent=1,
+        if resume and manifest.is_file():  # the run's own volumes and settings, as recorded
+            vols, prep = _recorded(manifest)
+            val = _recorded(val_manifest)[0] if val_manifest.is_file() else None
+        else:
+            vols, prep = prepare_volumes(data, cfg, None)
+            val = prepare_volumes(val_data, cfg, None)[0] if val_data else None
+            # written only once the volumes are prepared: a failure leaves nothing behind
+            run.mkdir(parents=True, exist_ok=True)
+            write_manifest(manifest, vols, prep)
+            if val:
+                write_manifest(val_manifest, val, prep)
+            if not resume:
+                (run / "config.yaml").write_text(cfg.to_yaml())
+                (run / "run.json").write_text(
+                    json.dumps(
+                        {"method": method, "data": _listify(data), "val_data": _listify(val_data)},
+                        indent=1,
+                    )
                 )
-            )
-        vols, prep = prepare_volumes(data, cfg, run / "volumes.json")
-        val = prepare_volumes(val_data, cfg, run / "val_volumes.json")[0] if val_data else None
     if info.distributed:
         dist.barrier()
-    if not info.is_main:  # the cache is filled: this only reads it back
-        vols, prep = prepare_volumes(data, cfg, None)
-        val = None
+    if not info.is_main:  # rank 0 prepared the cache and recorded it
+        vols, prep = load_manifest(manifest)
 
     stages = _stages(method, cfg, plans, patch, vols, prep, run)
     per_rank = t.batch_size // info.world_size
@@ -476,13 +515,27 @@ def _run(
         result = _fit_stage(stage, cfg, info, per_rank, val, stage_resume, stop_after, verbose)
         if not result.finished:
             return result
-        if stage.folder != run and info.is_main:  # the method's result at the run's top
+        last = i == len(stages) - 1
+        if last and stage.folder != run and info.is_main:  # the method's result at the top
             _copy(result.checkpoint, run / CHECKPOINT_FINAL)
             _copy(result.checkpoint, run / CHECKPOINT_LATEST)
     assert result is not None
     if stages[-1].folder != run:
         result = FitResult(result.step, run / CHECKPOINT_FINAL, True, result.last_loss)
     return result
+
+
+def _recorded(manifest: Path) -> tuple[list[CachedVolume], Preprocessing]:
+    vols, prep = load_manifest(manifest)
+    missing = [v.image for v in vols if not Path(v.image).is_file()]
+    if missing:
+        raise InputError(
+            f"{len(missing)} preprocessed volume(s) of this run are gone from the cache "
+            f"(e.g. {missing[0]})",
+            path=manifest,
+            hint="resuming needs the run's own preprocessed volumes; start a new run",
+        )
+    return vols, prep
 
 
 def _copy(src: Path, dst: Path) -> None:

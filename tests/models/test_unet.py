@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from medssl.io.errors import InputError
 from medssl.models import build_network, configuration_dim, load_plans, preset_plans, save_plans
 
 
@@ -55,7 +56,7 @@ def test_seeded_build_leaves_the_global_rng_alone():
 
 
 def test_bad_plans_give_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="preset"):
+    with pytest.raises(InputError, match="preset"):
         load_plans("no-such-preset")
     bad = tmp_path / "p.json"
     bad.write_text("{}")

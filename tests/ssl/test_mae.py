@@ -137,3 +137,10 @@ def test_patch_must_be_a_multiple_of_the_block():
     mae = _mae(False)
     with pytest.raises(ValueError, match="multiple"):
         mae(torch.randn(1, 1, 32, 32, 36))
+
+
+def test_s3d_refuses_norms_whose_statistics_would_see_masked_voxels():
+    net = build_network("tiny", seed=0)
+    net.encoder.stem.convs[0].norm = nn.BatchNorm3d(8)
+    with pytest.raises(ValueError, match="instance norms only"):
+        MaskedAutoencoder(net, sparse=True, block_size=8)

@@ -71,19 +71,25 @@ def test_contrastive_runs_both_stages_and_exports_encoder_and_first_decoder_bloc
     assert torch.equal(net.state_dict()["encoder.stem.convs.0.conv.weight"], weights[key[8:]])
 
 
-def test_contrastive_resumes_in_the_second_stage(tmp_path, collection):
+def test_contrastive_resumes_in_either_stage(tmp_path, collection):
     cfg = _config(tmp_path, contrastive={"partitions": 2, "local_steps": 3})
+    cfg["train"]["grad_clip"] = 0.05  # clipping active: stale stage-1 gradients would show
     straight = pretrain("contrastive", collection, tmp_path / "a", config=cfg, verbose=False)
-    first = pretrain(
-        "contrastive", collection, tmp_path / "b", config=cfg, stop_after=1, verbose=False
-    )
-    assert not first.finished
-    second = pretrain("contrastive", None, tmp_path / "b", resume=True, verbose=False)
-    assert second.finished  # stage 1 resumed and finished, stage 2 ran
+    run = tmp_path / "b"
+    first = pretrain("contrastive", collection, run, config=cfg, stop_after=1, verbose=False)
+    assert not first.finished  # in stage 1
+    second = pretrain("contrastive", None, run, resume=True, stop_after=2, verbose=False)
+    assert not second.finished  # stage 1 done, stopped at step 2 of stage 2
+    assert (run / "stage1_global" / "checkpoint_final.pt").is_file()
+    assert not (run / "checkpoint_final.pt").exists()  # only a finished run has a result
+    third = pretrain("contrastive", None, run, resume=True, verbose=False)
+    assert third.finished
     a = load_checkpoint(straight.checkpoint)["model"]
-    b = load_checkpoint(second.checkpoint)["model"]
+    b = load_checkpoint(third.checkpoint)["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    with pytest.raises(InputError, match="differs from the volumes"):
+        pretrain("contrastive", tmp_path, run, resume=True, verbose=False)
 
 
 def test_batch_must_hold_whole_partition_groups(tmp_path, collection):

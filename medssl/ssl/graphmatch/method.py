@@ -59,7 +59,8 @@ class GraphMatchObjective(nn.Module):
         head_hidden, head_out: Projection head widths.
 
     Batches: ``view1``/``view2`` ``(B, C, *S)``, ``start1``/``start2`` ``(B, d)`` crop corners
-    and ``seed`` ``(B,)`` (the Gumbel noise of a step is drawn from the batch's first seed).
+    and ``seed`` ``(B,)`` (the Gumbel noise of a step is drawn from the global batch's first
+    seed, the same on every rank).
     """
 
     network_prefix = "network."
@@ -101,6 +102,8 @@ class GraphMatchObjective(nn.Module):
         f1, f2 = all_gather_with_grad(fmap[:n]), all_gather_with_grad(fmap[n:])
         shift = all_gather_with_grad(batch["start1"] - batch["start2"]).cpu()
         corr = shift_correspondence(shift, tuple(fmap.shape[2:]), self.total_stride)
-        gen = torch.Generator().manual_seed(int(batch["seed"][0]) % (2**63))
+        # one noise draw for the global batch: every rank must compute the same loss
+        seeds = all_gather_with_grad(batch["seed"])
+        gen = torch.Generator().manual_seed(int(seeds[0]) % (2**63))
         out = self.matching(z1, z2, f1, f2, corr, generator=gen)
         return {"loss": out["loss"], "accuracy": out["accuracy"]}

@@ -77,6 +77,8 @@ class SparseInstanceNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._mask_state.active:
             return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+        dtype = x.dtype
+        x = x.float()  # statistics in float32, also under bf16/fp16 autocast
         vis = self._mask_state.visible(x)
         dims = tuple(range(2, x.dim()))
         n = vis.sum(dim=dims, keepdim=True).clamp_min(1.0)
@@ -86,7 +88,7 @@ class SparseInstanceNorm(nn.Module):
         if self.weight is not None:
             shape = (1, -1) + (1,) * len(dims)
             y = y * self.weight.view(shape) + self.bias.view(shape)  # type: ignore[union-attr]
-        return y * vis
+        return (y * vis).to(dtype)
 
 
 _SPARSE_CLASSES: dict[type, type] = {}
@@ -112,6 +114,11 @@ def sparsify(module: nn.Module, state: MaskState) -> int:
             if m.track_running_stats:
                 raise ValueError("sparse instance norm does not track running statistics")
             m.__class__ = _sparse_class(type(m), SparseInstanceNorm)
+        elif isinstance(m, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm):
+            raise ValueError(
+                f"S3D supports instance norms only; the encoder has {type(m).__name__}, whose "
+                "statistics would include masked voxels (use a plans file with InstanceNorm)"
+            )
         else:
             continue
         m._mask_state = state  # type: ignore[assignment]
