@@ -154,8 +154,8 @@ def _encoder(method: str, seed: int) -> torch.nn.Module:
 
     net = build_network("small", seed=seed)
     if method != "random":
-        model = load_checkpoint(WORK / f"probe_{method}" / "checkpoint_final.pt")["model"]
-        prefix = "mae.network." if method in ("mae", "s3d") else "network."
+        ckpt = load_checkpoint(WORK / f"probe_{method}" / "checkpoint_final.pt")
+        model, prefix = ckpt["model"], ckpt["medssl"]["network_prefix"]
         state = {k[len(prefix) :]: v for k, v in model.items() if k.startswith(prefix)}
         net.load_state_dict(state)
     return net.encoder.eval()

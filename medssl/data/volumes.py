@@ -261,11 +261,6 @@ def _foreground_mask(arr: np.ndarray) -> np.ndarray:
     return arr > threshold_otsu(sample)
 
 
-def _read(ref: VolumeRef) -> tuple[np.ndarray, tuple[float, float, float]]:
-    vol = read_volume(ref.path, series=ref.series)
-    return vol.array, vol.spacing
-
-
 def _read_volume(ref: VolumeRef) -> Any:
     return read_volume(ref.path, series=ref.series)
 
@@ -306,7 +301,7 @@ def _foreground_sample(arr: np.ndarray, rng: np.random.Generator, n: int) -> np.
 
 
 def _intensity_sample(ref: VolumeRef, n: int = 10000) -> np.ndarray:
-    arr, _ = _read(ref)
+    arr = _read_volume(ref).array
     rng = np.random.default_rng(int(ref.label, 16) % (2**32))
     vals = arr[_foreground_mask(arr)]
     if vals.size > n:

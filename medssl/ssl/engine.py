@@ -346,7 +346,7 @@ def fit(
     step = start
     last_loss = float("nan")
     model.train()
-    t_last = time.perf_counter()
+    t_last, last_logged = time.perf_counter(), start
     try:
         if start == 0 and config.val_every:
             run_validation(0)  # the untrained network's loss: the curve's reference point
@@ -386,7 +386,7 @@ def fit(
                     if torch.is_tensor(v) and v.dim() == 0
                 }
                 now = time.perf_counter()
-                n = config.log_every if step % config.log_every == 0 else 1
+                n, last_logged = step - last_logged, step
                 logs = {
                     **{f"train/{k}": v for k, v in reduced.items()},
                     "train/lr": lr_used,

@@ -24,6 +24,7 @@ from medssl.data.views import ViewDataset
 from medssl.data.volumes import (
     CachedVolume,
     Preprocessing,
+    VolumeRef,
     discover_volumes,
     load_manifest,
     preprocess,
@@ -63,15 +64,15 @@ def _patch_size(cfg: PretrainConfig, plans: dict, method: str = "mae") -> list[i
             f"model.patch_size {patch} has {len(patch)} axes but configuration "
             f"{cfg.model.configuration!r} is {len(conf['patch_size'])}D"
         )
-    strides = conf["architecture"]["arch_kwargs"]["strides"]
-    total = [1] * len(patch)
-    for s in strides:
-        s = [s] * len(patch) if isinstance(s, int) else s
-        total = [t * int(x) for t, x in zip(total, s, strict=True)]
-    bad = [p for p, t in zip(patch, total, strict=True) if p % t]
-    if bad:
+    cumulative = [1] * len(patch)  # each stage's stride from the input
+    stage_strides = []
+    for st in conf["architecture"]["arch_kwargs"]["strides"]:
+        st = [st] * len(patch) if isinstance(st, int) else st
+        cumulative = [c * int(x) for c, x in zip(cumulative, st, strict=True)]
+        stage_strides.append(cumulative)
+    if any(p % t for p, t in zip(patch, cumulative, strict=True)):
         raise InputError(
-            f"model.patch_size {patch} must be divisible by the network's total stride {total}"
+            f"model.patch_size {patch} must be divisible by the network's total stride {cumulative}"
         )
     b = cfg.mae.block_size
     if method in ("mae", "s3d"):
@@ -80,14 +81,11 @@ def _patch_size(cfg: PretrainConfig, plans: dict, method: str = "mae") -> list[i
                 f"model.patch_size {patch} must be a multiple of mae.block_size ({b}) on every axis"
             )
         # each stage's cells must tile blocks exactly (or blocks tile cells) for S3D's masks
-        cumulative = [1] * len(patch)
-        for st in strides:
-            st = [st] * len(patch) if isinstance(st, int) else st
-            cumulative = [c * int(x) for c, x in zip(cumulative, st, strict=True)]
-            if any(b % c and c % b for c in cumulative):
+        for stride in stage_strides:
+            if any(b % c and c % b for c in stride):
                 raise InputError(
                     f"mae.block_size {b} does not fit the network's stage strides "
-                    f"{cumulative}: use a block size that divides or is divided by every "
+                    f"{stride}: use a block size that divides or is divided by every "
                     "stride (e.g. a power of two)"
                 )
     return patch
@@ -122,14 +120,7 @@ def build_objective(
     """The MAE network and method of a recipe, plus what the checkpoint records about them."""
     if method not in ("mae", "s3d"):
         raise InputError(f"build_objective builds mae or s3d, not {method!r}")
-    network = build_network(
-        plans,
-        cfg.model.configuration,
-        input_channels=1,
-        output_channels=1,
-        deep_supervision=False,
-        seed=cfg.train.seed,
-    )
+    network = _network(cfg, plans)
     with torch.random.fork_rng(devices=[]):  # mask tokens: drawn from the run seed
         torch.manual_seed(cfg.train.seed)
         mae = MaskedAutoencoder(
@@ -139,12 +130,7 @@ def build_objective(
             mask_ratio=cfg.mae.mask_ratio,
         )
     meta = {
-        "format": CHECKPOINT_FORMAT,
-        "medssl_version": __version__,
-        "method": method,
-        "plans": plans,
-        "configuration": cfg.model.configuration,
-        "input_channels": 1,
+        **_base_meta(method, cfg, plans),
         "network_prefix": MAEObjective.network_prefix,
         "mask": cfg.mae.model_dump(),
     }
@@ -157,8 +143,10 @@ def prepare_volumes(
     manifest: Path | None,
     *,
     workers: int | None = None,
+    refs: Sequence[VolumeRef] | None = None,
 ) -> tuple[list[CachedVolume], Preprocessing]:
-    """Discover and preprocess (or reuse the cache of) the volumes of a recipe."""
+    """Discover and preprocess (or reuse the cache of) the volumes of a recipe (``refs``:
+    the volumes of ``data`` when already discovered)."""
     d = cfg.data
     prep = Preprocessing(
         tuple(d.target_spacing) if d.target_spacing else None,  # type: ignore[arg-type]
@@ -166,7 +154,8 @@ def prepare_volumes(
         dict(d.intensity_properties),
         d.cache_dtype,
     )
-    refs = discover_volumes(data, d.exclude)
+    if refs is None:
+        refs = discover_volumes(data, d.exclude)
     cache = Path(d.cache_dir) if d.cache_dir else cache_root() / "preprocessed"
     log.info("preprocessing %d volumes into %s", len(refs), cache)
     return preprocess(
@@ -259,13 +248,14 @@ def pretrain(
         cfg = config if isinstance(config, PretrainConfig) else load_config(config)
 
     # fail on bad input before anything is written
-    discover_volumes(data, cfg.data.exclude)
-    if val_data:
-        discover_volumes(val_data, cfg.data.exclude)
+    refs = discover_volumes(data, cfg.data.exclude)
+    val_refs = discover_volumes(val_data, cfg.data.exclude) if val_data else None
     _patch_size(cfg, load_plans(cfg.model.plans), method)
     info = setup_distributed(cfg.train.device)
     try:
-        return _run(method, cfg, data, val_data, run, info, resume, stop_after, verbose)
+        return _run(
+            method, cfg, (data, refs), (val_data, val_refs), run, info, resume, stop_after, verbose
+        )
     finally:
         cleanup_distributed()
 
@@ -326,11 +316,9 @@ class _Stage:
         dataset: Any,
         steps: int,
         meta: dict[str, Any],
-        collate_keys: tuple[str, ...],
     ) -> None:
         self.name, self.folder, self.objective = name, folder, objective
         self.dataset, self.steps, self.meta = dataset, steps, meta
-        self.collate_keys = collate_keys
 
 
 def _view_transform(cfg: PretrainConfig, dims: int, aligned: bool) -> Any:
@@ -362,12 +350,12 @@ def _stages(
     base["data_volumes"] = len(vols)
     if method in ("mae", "s3d"):
         objective, meta = build_objective(method, cfg, plans)
-        meta.update(patch_size=patch, preprocessing=prep.to_dict(), data_volumes=len(vols))
+        meta = {**base, **meta}
         augment = ssl_augmentation(AugmentConfig(**cfg.data.augment.model_dump()), dims)
         dataset = PatchDataset(
             vols, patch, seed=t.seed, foreground_prob=cfg.data.foreground_prob, transform=augment
         )
-        return [_Stage(method, run, objective, dataset, t.steps, meta, ("image", "seed"))]
+        return [_Stage(method, run, objective, dataset, t.steps, meta)]
     if method == "contrastive":
         from medssl.ssl.contrastive.method import (
             GlobalContrastiveObjective,
@@ -391,7 +379,6 @@ def _stages(
                 hidden=c.head_hidden,
                 out=c.head_out,
             )
-        keys = ("view1", "view2", "partition", "volume")
         g_data = ViewDataset(
             vols,
             patch,
@@ -402,7 +389,7 @@ def _stages(
         )
         g_meta = {**base, "stage": "global", "strategy": g_strategy, "contrastive": c.model_dump()}
         g_meta["pretrained_keys"] = g.trained_keys()
-        stages = [_Stage("global", run / "stage1_global", g, g_data, t.steps, g_meta, keys)]
+        stages = [_Stage("global", run / "stage1_global", g, g_data, t.steps, g_meta)]
         if c.local_steps > 0:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(t.seed + 1)
@@ -426,9 +413,7 @@ def _stages(
             )
             l_meta = {**g_meta, "stage": "local", "strategy": [g_strategy, l_strategy]}
             l_meta["pretrained_keys"] = loc.trained_keys()
-            stages.append(
-                _Stage("local", run / "stage2_local", loc, l_data, c.local_steps, l_meta, keys)
-            )
+            stages.append(_Stage("local", run / "stage2_local", loc, l_data, c.local_steps, l_meta))
         return stages
     from medssl.ssl.graphmatch.method import GraphMatchObjective
 
@@ -446,15 +431,14 @@ def _stages(
         jitter=cfg.views.jitter,
     )
     meta = {**base, "graphmatch": gm.model_dump(), "pretrained_keys": objective.trained_keys()}
-    keys = ("view1", "view2", "start1", "start2", "seed")
-    return [_Stage("graphmatch", run, objective, data, t.steps, meta, keys)]
+    return [_Stage("graphmatch", run, objective, data, t.steps, meta)]
 
 
 def _run(
     method: Method,
     cfg: PretrainConfig,
-    data: Any,
-    val_data: Any,
+    volumes: tuple[Any, list[VolumeRef]],
+    val_volumes: tuple[Any, list[VolumeRef] | None],
     run: Path,
     info: DistInfo,
     resume: bool,
@@ -463,6 +447,7 @@ def _run(
 ) -> FitResult:
     import torch.distributed as dist
 
+    (data, refs), (val_data, val_refs) = volumes, val_volumes
     plans = load_plans(cfg.model.plans)
     patch = _patch_size(cfg, plans, method)
     t = cfg.train
@@ -478,8 +463,8 @@ def _run(
             vols, prep = _recorded(manifest)
             val = _recorded(val_manifest)[0] if val_manifest.is_file() else None
         else:
-            vols, prep = prepare_volumes(data, cfg, None)
-            val = prepare_volumes(val_data, cfg, None)[0] if val_data else None
+            vols, prep = prepare_volumes(data, cfg, None, refs=refs)
+            val = prepare_volumes(val_data, cfg, None, refs=val_refs)[0] if val_refs else None
             # written only once the volumes are prepared: a failure leaves nothing behind
             run.mkdir(parents=True, exist_ok=True)
             write_manifest(manifest, vols, prep)
