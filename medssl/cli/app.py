@@ -19,6 +19,7 @@ from medssl.cli.convert import convert
 from medssl.cli.data import data_app
 from medssl.cli.demo import demo
 from medssl.cli.denoise import denoise
+from medssl.cli.finetune import finetune
 from medssl.cli.info import info
 from medssl.cli.ops import ops_app
 from medssl.cli.pretrain import export_nnunet_cmd, pretrain
@@ -59,6 +60,7 @@ app.command()(denoise)
 app.command()(demo)
 app.command()(pretrain)
 app.command("export-nnunet")(export_nnunet_cmd)
+app.command()(finetune)
 app.add_typer(data_app, name="data")
 app.add_typer(ops_app, name="ops")
 

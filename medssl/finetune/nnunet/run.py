@@ -1,0 +1,523 @@
+"""``medssl finetune``: from a pretrained checkpoint to Dice, through nnU-Net v2's own commands.
+
+Every step runs an nnU-Net console command (found through its installed entry points) in a
+child process whose environment points ``nnUNet_raw``, ``nnUNet_preprocessed``,
+``nnUNet_results`` and ``nnUNet_extTrainer`` into the run folder, so runs never share or
+clobber state, and nnU-Net's code does the planning, preprocessing, training, validation and
+prediction. medssl adds the parts around it: the dataset export and its checks, the plans
+transfer, the fit and normalisation checks, the fixed splits, the weights file re-saved on the
+CPU (nnU-Net's loader has no ``map_location``), the resume logic (nnU-Net refuses ``--c`` with
+``-pretrained_weights``), Dice per label, and DICOM SEG outputs.
+
+Run folder::
+
+    RUN/finetune.json          settings (a re-run with the same settings resumes)
+    RUN/pretrained.pth         the weights nnU-Net loads (CPU tensors)
+    RUN/nnUNet_raw|nnUNet_preprocessed|nnUNet_results/...
+    RUN/trainers/              the module nnU-Net finds medssl's trainers in
+    RUN/logs/*.log             each nnU-Net command's output
+    RUN/predictions/           test-case label maps (NIfTI) and DICOM SEG objects
+    RUN/dice.json, dice.csv    Dice per label (validation folds, test cases)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medssl.finetune.nnunet.checkpoint import export_nnunet
+from medssl.finetune.nnunet.dataset import (
+    CHANNEL_NAMES,
+    Case,
+    dataset_folder_name,
+    export_dataset,
+    pair_cases,
+)
+from medssl.finetune.nnunet.plans import check_normalisation, check_pretrained_fits, transfer_plans
+from medssl.io import InputError, MedsslError, read_volume
+from medssl.io.atomic import check_not_input
+
+__all__ = ["FinetuneResult", "FinetuneSettings", "dice_per_label", "finetune", "nnunet_command"]
+
+log = logging.getLogger(__name__)
+
+TRAINERS = ("nnUNetTrainer_medssl", "nnUNetTrainer_medsslShort")
+_MEDSSL_PLANS = "medsslPlans"
+_TRAINER_MODULE = (
+    '"""Written by medssl finetune: lets nnU-Net find medssl\'s trainers (nnUNet_extTrainer)."""\n'
+    "from medssl.finetune.nnunet.trainers import (  # noqa: F401\n"
+    "    nnUNetTrainer_medssl,\n"
+    "    nnUNetTrainer_medsslShort,\n"
+    ")\n"
+)
+
+
+class NnunetCommandError(MedsslError):
+    """An nnU-Net command failed (the message ends with the tail of its log)."""
+
+
+@dataclass
+class FinetuneSettings:
+    """What ``medssl finetune`` was asked to do (recorded in ``finetune.json``)."""
+
+    data: list[str]
+    labels: list[str]
+    pretrained: str | None = None
+    scratch: bool = False
+    trainer: str = "nnUNetTrainer_medssl"
+    folds: list[int] = field(default_factory=lambda: [0])
+    dataset_id: int = 900
+    dataset_name: str = "medssl"
+    modality: str | None = None
+    label_names: list[str] | None = None
+    splits: str | None = None
+    test_data: list[str] | None = None
+    test_labels: list[str] | None = None
+    spacing: str = "pretrained"
+    epochs: int | None = None
+    iterations: int | None = None
+    val_iterations: int | None = None
+    lr: float | None = None
+    warmup: float | None = None
+    seed: int | None = 0
+    device: str = "auto"
+
+
+@dataclass
+class FinetuneResult:
+    """Where things are and what came out."""
+
+    run_dir: Path
+    plans_name: str
+    configuration: str
+    dice: dict[str, Any]
+    warnings: list[str]
+
+
+def nnunet_command(name: str) -> list[str]:
+    """``argv`` prefix running nnU-Net's console command ``name`` with this interpreter."""
+    for ep in entry_points(group="console_scripts"):
+        if ep.name == name and ep.value.startswith("nnunetv2."):
+            module, func = ep.value.split(":")
+            code = (
+                f"import sys; sys.argv[0] = {name!r}; from {module} import {func}; "
+                f"sys.exit({func}())"
+            )
+            return [sys.executable, "-c", code]
+    raise MedsslError(f"nnU-Net's {name} command is not installed (is nnunetv2 installed?)")
+
+
+class _Nnunet:
+    """Runs nnU-Net commands with the environment of one run folder."""
+
+    def __init__(self, run_dir: Path, settings: FinetuneSettings, device: str) -> None:
+        self.run_dir = run_dir
+        self.logs = run_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+            env[var] = str(run_dir / var)
+            (run_dir / var).mkdir(exist_ok=True)
+        env["nnUNet_extTrainer"] = str(run_dir / "trainers")
+        env.setdefault("nnUNet_compile", "f" if device == "cpu" else "t")
+        # data augmentation in the training process itself: repeatable given the seed (set
+        # for training only: nnU-Net's planner calls torch.set_num_threads with this number)
+        self.single_process_da = device == "cpu" or settings.seed is not None
+        for key, value in (
+            ("MEDSSL_FT_EPOCHS", settings.epochs),
+            ("MEDSSL_FT_ITERS", settings.iterations),
+            ("MEDSSL_FT_VAL_ITERS", settings.val_iterations),
+            ("MEDSSL_FT_LR", settings.lr),
+            ("MEDSSL_FT_WARMUP", settings.warmup),
+            ("MEDSSL_FT_SEED", settings.seed),
+        ):
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = str(value)
+        self.env = env
+
+    def __call__(self, name: str, args: Sequence[str], log_name: str) -> None:
+        logfile = self.logs / f"{log_name}.log"
+        env = dict(self.env)
+        if name == "nnUNetv2_train" and self.single_process_da:
+            env["nnUNet_n_proc_DA"] = "0"
+        log.info("%s %s (log: %s)", name, " ".join(args), logfile)
+        t0 = time.perf_counter()
+        with logfile.open("a") as f:
+            f.write(f"\n$ {name} {' '.join(args)}\n")
+            f.flush()
+            proc = subprocess.run(
+                [*nnunet_command(name), *args],
+                env=env,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                cwd=self.run_dir,
+                check=False,
+            )
+        if proc.returncode != 0:
+            tail = logfile.read_text(errors="replace").splitlines()[-12:]
+            raise NnunetCommandError(
+                f"{name} failed (exit {proc.returncode}); the end of its log:\n    "
+                + "\n    ".join(tail),
+                path=logfile,
+                hint="read the log; fix the cause and run the same command again to resume",
+            )
+        log.info("%s done in %.1f s", name, time.perf_counter() - t0)
+
+
+def _device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested not in ("cpu", "cuda", "mps"):
+        raise InputError(f"--device must be auto, cpu, cuda or mps, got {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available", hint="use --device cpu")
+    return requested
+
+
+def _load_weights(path: Path, run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a medssl export, a medssl pretraining checkpoint or an nnU-Net weights file on the
+    CPU, and write the CPU copy nnU-Net will load to ``run_dir/pretrained.pth``."""
+    target = run_dir / "pretrained.pth"
+    if not path.is_file():
+        raise InputError("no such checkpoint", path=path, hint="check the --pretrained path")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated or foreign file
+        raise InputError(
+            f"not a readable PyTorch checkpoint ({type(exc).__name__})", path=path
+        ) from None
+    if not isinstance(obj, dict):
+        raise InputError("not a checkpoint (no dictionary inside)", path=path)
+    if "network_weights" not in obj and "model" in obj:
+        # a medssl pretraining checkpoint: export it (strips S3D's wrappers, checks the fit)
+        export_nnunet(path, target, overwrite=True)
+        obj = torch.load(target, map_location="cpu", weights_only=False)
+    if "network_weights" not in obj or not isinstance(obj["network_weights"], dict):
+        raise InputError(
+            "no network_weights inside: not an nnU-Net weights file",
+            path=path,
+            hint="give a file written by medssl export-nnunet, a medssl pretraining "
+            "checkpoint, or an nnU-Net checkpoint",
+        )
+    weights = {
+        k: v.detach().to("cpu").contiguous()
+        for k, v in obj["network_weights"].items()
+        if isinstance(v, torch.Tensor)
+    }
+    meta = obj.get("medssl") or {}
+    tmp = target.with_name(f".{target.name}.tmp")
+    torch.save({"network_weights": weights, "medssl": meta}, tmp)
+    tmp.replace(target)
+    return weights, meta
+
+
+def _read_splits(settings: FinetuneSettings, cases: Sequence[Case]) -> list[dict] | None:
+    """The user's splits (checked against the cases), medssl's leave-one-out folds for fewer
+    than 5 cases, or ``None`` for nnU-Net's own 5-fold split."""
+    ids = [c.case_id for c in cases]
+    if settings.splits:
+        try:
+            splits = json.loads(Path(settings.splits).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise InputError(f"cannot read the splits file ({err})", path=settings.splits) from None
+        ok = isinstance(splits, list) and all(
+            isinstance(s, dict) and set(s) >= {"train", "val"} for s in splits
+        )
+        if not ok:
+            raise InputError(
+                'a splits file is a list of {"train": [case IDs], "val": [case IDs]}',
+                path=settings.splits,
+            )
+        unknown = sorted({c for s in splits for c in s["train"] + s["val"]} - set(ids))
+        if unknown:
+            raise InputError(
+                f"the splits name unknown cases {unknown[:5]} (the cases are {ids[:8]}...)",
+                path=settings.splits,
+            )
+    elif len(ids) < 5:
+        # nnU-Net's 5-fold split needs 5 cases: one fold per case, each case validated once
+        splits = [{"train": [c for c in ids if c != v], "val": [v]} for v in ids]
+    else:
+        return None
+    for fold in settings.folds:
+        if fold >= len(splits):
+            raise InputError(f"fold {fold} does not exist: the split has {len(splits)} folds")
+    return splits
+
+
+def dice_per_label(
+    prediction: np.ndarray, reference: np.ndarray, labels: dict[str, int]
+) -> dict[str, float]:
+    """Dice of every foreground label (NaN where both are empty)."""
+    out = {}
+    for name, value in labels.items():
+        if value == 0:
+            continue
+        p, r = prediction == value, reference == value
+        denom = int(p.sum()) + int(r.sum())
+        out[name] = 2.0 * int((p & r).sum()) / denom if denom else float("nan")
+    return out
+
+
+def _score_folder(
+    pred_dir: Path, ref_dir: Path, labels: dict[str, int], cases: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    scores = {}
+    for case in cases:
+        pred = pred_dir / f"{case}.nii.gz"
+        if not pred.is_file():
+            raise MedsslError(f"nnU-Net wrote no prediction for case {case}", path=pred_dir)
+        p = read_volume(pred).array.astype(np.int32)
+        r = read_volume(ref_dir / f"{case}.nii.gz").array.astype(np.int32)
+        scores[case] = dice_per_label(p, r, labels)
+    return scores
+
+
+def _summary(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    names = list(dict.fromkeys(n for s in scores.values() for n in s))  # label order
+    mean = {n: float(np.nanmean([s[n] for s in scores.values()])) for n in names}
+    mean["mean"] = float(np.nanmean(list(mean.values()))) if names else float("nan")
+    return mean
+
+
+def _check_settings(run_dir: Path, settings: FinetuneSettings) -> bool:
+    """True when ``run_dir`` holds this run already (resume)."""
+    record = run_dir / "finetune.json"
+    if not record.is_file():
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise InputError(
+                "the run folder is not empty and holds no medssl finetune run",
+                path=run_dir,
+                hint="choose a new or empty folder",
+            )
+        return False
+    old = json.loads(record.read_text())["settings"]
+    if old != asdict(settings):
+        changed = sorted(k for k in old if old.get(k) != asdict(settings).get(k))
+        raise InputError(
+            f"the run folder holds a run with other settings ({', '.join(changed)} differ)",
+            path=run_dir,
+            hint="re-run with the same options to resume, or choose a new folder",
+        )
+    return True
+
+
+def finetune(settings: FinetuneSettings, run_dir: str | Path) -> FinetuneResult:
+    """Fine-tune (or train from scratch) with nnU-Net v2, then score; resumable.
+
+    Steps, each skipped when already done: dataset export, fingerprint and planning, plans
+    transfer and checks, preprocessing, splits, training per fold (a fold with
+    ``checkpoint_latest.pth`` continues with ``--c``), validation predictions, test
+    predictions (and DICOM SEG for DICOM test series), Dice.
+
+    Raises:
+        InputError: Bad inputs or a checkpoint that does not fit (names the key and shapes).
+        NnunetCommandError: An nnU-Net command failed (its log is named).
+    """
+    run_dir = Path(run_dir)
+    if settings.trainer not in TRAINERS and not settings.trainer.startswith("nnUNetTrainer"):
+        raise InputError(f"--trainer must name an nnU-Net trainer class, got {settings.trainer!r}")
+    if settings.pretrained is None and not settings.scratch:
+        raise InputError("give --pretrained CKPT, or --scratch to train from random weights")
+    inputs = [*settings.data, *settings.labels, *(settings.test_data or [])]
+    inputs += [*(settings.test_labels or [])] + (
+        [settings.pretrained] if settings.pretrained else []
+    )
+    check_not_input(run_dir, inputs)
+    resumed = _check_settings(run_dir, settings)
+    device = _device(settings.device)
+    cases = pair_cases(settings.data, settings.labels)
+    test_cases = pair_cases(settings.test_data, settings.test_labels) if settings.test_data else []
+    splits = _read_splits(settings, cases)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = run_dir / "finetune.json"
+    if not resumed:
+        record.write_text(json.dumps({"settings": asdict(settings)}, indent=2) + "\n")
+    warnings: list[str] = []
+
+    weights, meta = ({}, {})
+    if settings.pretrained is not None:
+        weights, meta = _load_weights(Path(settings.pretrained), run_dir)
+    modality = settings.modality
+    if modality is None:
+        norm = (meta.get("preprocessing") or {}).get("normalization", "ZScoreNormalization")
+        channel = CHANNEL_NAMES.get(norm, "MRI")
+    else:
+        channel = {"CT": "CT", "MR": "MRI"}.get(modality.upper()) or modality
+
+    nnunet = _Nnunet(run_dir, settings, device)
+    (run_dir / "trainers").mkdir(exist_ok=True)
+    (run_dir / "trainers" / "medssl_nnunet_trainers.py").write_text(_TRAINER_MODULE)
+    ds_name = dataset_folder_name(settings.dataset_id, settings.dataset_name)
+    raw = run_dir / "nnUNet_raw" / ds_name
+    if not (raw / "dataset.json").is_file():
+        log.info("exporting %d training cases to %s", len(cases), raw)
+        export_dataset(
+            cases,
+            run_dir / "nnUNet_raw",
+            settings.dataset_id,
+            settings.dataset_name,
+            channel_name=channel,
+            label_names=settings.label_names,
+            test_cases=test_cases,
+            overwrite=True,
+        )
+    labels = json.loads((raw / "dataset.json").read_text())["labels"]
+    pre_dir = run_dir / "nnUNet_preprocessed" / ds_name
+    did = str(settings.dataset_id)
+    if not (pre_dir / "nnUNetPlans.json").is_file():
+        nnunet("nnUNetv2_extract_fingerprint", ["-d", did, "-np", "2"], "plan")
+        nnunet("nnUNetv2_plan_experiment", ["-d", did], "plan")
+    nnunet_plans = json.loads((pre_dir / "nnUNetPlans.json").read_text())
+
+    configuration = meta.get("configuration", "3d_fullres")
+    plans_name = "nnUNetPlans"
+    if meta.get("plans"):
+        plans_name = _MEDSSL_PLANS
+        plans, notes = transfer_plans(nnunet_plans, meta, plans_name, spacing=settings.spacing)
+        for note in notes:
+            log.info("plans: %s", note)
+        (pre_dir / f"{plans_name}.json").write_text(json.dumps(plans, indent=2) + "\n")
+        warnings += check_normalisation(plans, configuration, meta)
+    else:
+        plans = nnunet_plans
+        if configuration not in plans["configurations"]:
+            raise InputError(f"nnU-Net planned no {configuration} configuration for this data")
+    if weights:
+        check_pretrained_fits(
+            weights,
+            plans,
+            configuration,
+            input_channels=1,
+            num_labels=len(labels),
+        )
+    for w in warnings:
+        log.warning("%s", w)
+
+    data_id = plans["configurations"][configuration].get("data_identifier", "")
+    if not (pre_dir / data_id).is_dir() or not (pre_dir / f".{data_id}.done").is_file():
+        nnunet(
+            "nnUNetv2_preprocess",
+            ["-d", did, "-plans_name", plans_name, "-c", configuration, "-np", "1"],
+            "preprocess",
+        )
+        (pre_dir / f".{data_id}.done").write_text("")
+    if splits is None:
+        split_source = "nnU-Net's own 5-fold split"
+    else:
+        (pre_dir / "splits_final.json").write_text(json.dumps(splits, indent=2) + "\n")
+        split_source = (
+            f"from {settings.splits}" if settings.splits else f"{len(splits)} leave-one-out folds"
+        )
+    log.info("split: %s", split_source)
+
+    results = (
+        run_dir / "nnUNet_results" / ds_name / f"{settings.trainer}__{plans_name}__{configuration}"
+    )
+    val_scores: dict[str, dict[str, float]] = {}
+    for fold in settings.folds:
+        fold_dir = results / f"fold_{fold}"
+        train = [did, configuration, str(fold), "-tr", settings.trainer, "-p", plans_name]
+        train += ["-device", device]
+        if not (fold_dir / "checkpoint_final.pth").is_file():
+            if (fold_dir / "checkpoint_latest.pth").is_file():
+                log.info("fold %d: continuing from nnU-Net's checkpoint_latest.pth", fold)
+                nnunet("nnUNetv2_train", [*train, "--c"], f"train_fold{fold}")
+            elif weights and not settings.scratch:
+                nnunet(
+                    "nnUNetv2_train",
+                    [*train, "-pretrained_weights", str(run_dir / "pretrained.pth")],
+                    f"train_fold{fold}",
+                )
+            else:
+                nnunet("nnUNetv2_train", train, f"train_fold{fold}")
+        if not (fold_dir / "validation" / "summary.json").is_file():
+            nnunet("nnUNetv2_train", [*train, "--val"], f"train_fold{fold}")
+        splits = json.loads((pre_dir / "splits_final.json").read_text())
+        val_cases = splits[fold]["val"]
+        val_scores.update(
+            _score_folder(fold_dir / "validation", raw / "labelsTr", labels, val_cases)
+        )
+    dice: dict[str, Any] = {"validation": {"cases": val_scores, "mean": _summary(val_scores)}}
+
+    if test_cases:
+        pred_dir = run_dir / "predictions"
+        expected = [pred_dir / f"{c.case_id}.nii.gz" for c in test_cases]
+        if not all(p.is_file() for p in expected):
+            folds = [str(f) for f in settings.folds]
+            nnunet(
+                "nnUNetv2_predict",
+                [
+                    *("-i", str(raw / "imagesTs"), "-o", str(pred_dir), "-d", did),
+                    *("-c", configuration, "-p", plans_name, "-tr", settings.trainer),
+                    *("-f", *folds, "-device", device, "-npp", "1", "-nps", "1"),
+                ],
+                "predict",
+            )
+        _write_segs(test_cases, pred_dir, labels)
+        if settings.test_labels:
+            test_scores = {}
+            for case in test_cases:
+                pred = read_volume(pred_dir / f"{case.case_id}.nii.gz").array.astype(np.int32)
+                assert case.label is not None
+                ref = read_volume(case.label.path, series=case.label.series).array
+                test_scores[case.case_id] = dice_per_label(pred, ref.astype(np.int32), labels)
+            dice["test"] = {"cases": test_scores, "mean": _summary(test_scores)}
+
+    _write_dice(run_dir, dice)
+    info = json.loads(record.read_text())
+    info.update(
+        {
+            "plans_name": plans_name,
+            "configuration": configuration,
+            "split": split_source,
+            "warnings": warnings,
+            "dice": dice,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+    )
+    record.write_text(json.dumps(info, indent=2) + "\n")
+    return FinetuneResult(run_dir, plans_name, configuration, dice, warnings)
+
+
+def _write_segs(test_cases: Sequence[Case], pred_dir: Path, labels: dict[str, int]) -> None:
+    from medssl.finetune.nnunet.seg import write_seg
+
+    for case in test_cases:
+        source = Path(case.image.path)
+        if case.image.series is None and not source.is_dir():
+            continue
+        target = pred_dir / f"{case.case_id}_seg.dcm"
+        if target.is_file():
+            continue
+        image = read_volume(source, series=case.image.series)
+        pred = read_volume(pred_dir / f"{case.case_id}.nii.gz").array.astype(np.uint8)
+        write_seg(image, pred, labels, target)
+
+
+def _write_dice(run_dir: Path, dice: dict[str, Any]) -> None:
+    (run_dir / "dice.json").write_text(json.dumps(dice, indent=2) + "\n")
+    with (run_dir / "dice.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["set", "case", "label", "dice"])
+        for part, block in dice.items():
+            for case, scores in block["cases"].items():
+                for name, value in scores.items():
+                    writer.writerow([part, case, name, f"{value:.4f}"])
+            for name, value in block["mean"].items():
+                writer.writerow([part, "MEAN", name, f"{value:.4f}"])
