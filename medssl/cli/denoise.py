@@ -23,14 +23,24 @@ __all__ = ["denoise"]
 
 
 def denoise(
-    src: Path = typer.Argument(
-        ..., help="A DICOM file or series folder, or a NIfTI/NRRD/MHA image, in HU."
+    src: Path | None = typer.Argument(
+        None, help="A DICOM file or series folder, or a NIfTI/NRRD/MHA image, in HU."
     ),
     output: Path = typer.Option(
         ...,
         "--output",
         "-o",
-        help="Output image (.nii.gz, .nrrd, .mha, ...) or a folder for a derived DICOM series.",
+        help="Output image (.nii.gz, .nrrd, .mha, ...) or a folder for a derived DICOM series; "
+        "with --batch, the folder receiving one sub-folder per series.",
+    ),
+    batch: Path | None = typer.Option(
+        None,
+        "--batch",
+        help="Denoise every CT series under this folder (any nesting), one output folder per "
+        "series named by a hash of its UID; re-runs skip finished series.",
+    ),
+    shard: str | None = typer.Option(
+        None, "--shard", help="With --batch: run part i of n (i/n, e.g. $SLURM_ARRAY_TASK_ID/8)."
     ),
     series: str | None = typer.Option(
         None, "--series", "-s", help="For a folder with several series: which one (N or KEY)."
@@ -102,6 +112,27 @@ def denoise(
     t0 = time.perf_counter()
     if mode not in ("2d", "3d"):
         raise InputError(f"--mode must be 2d or 3d, got {mode!r}")
+    if batch is not None:
+        if src is not None:
+            raise InputError("give either an input or --batch FOLDER, not both")
+        unsupported = {
+            "--series": series,
+            "--roi": roi,
+            "--sigma-maps": sigma_maps,
+            "--save-model": save_model,
+            "--model": model_path,
+        }
+        given = [k for k, v in unsupported.items() if v is not None] + (
+            ["--strength"] if strength != 1.0 else []
+        )
+        if given:
+            raise InputError(f"{', '.join(given)} cannot be used with --batch")
+        _batch(batch, output, preset_name, mode, steps, seed, device, threads, shard, t0)
+        return
+    if src is None:
+        raise InputError("give an input scan, or --batch FOLDER", hint="see medssl denoise --help")
+    if shard is not None:
+        raise InputError("--shard applies to --batch only")
     if strength < 0 or roi_factor < 0:
         raise InputError("--strength and --roi-factor must be >= 0")
     try:
@@ -212,3 +243,42 @@ def denoise(
         denoiser.save(save_model)
         out.print(f"saved the model to {save_model}")
     out.print(f"done in {time.perf_counter() - t0:.1f} s")
+
+
+def _batch(
+    folder: Path,
+    output: Path,
+    preset_name: str,
+    mode: str,
+    steps: int | None,
+    seed: int,
+    device: str,
+    threads: int | None,
+    shard: str | None,
+    t0: float,
+) -> None:
+    from medssl.denoise.batch import parse_shard, run_batch
+    from medssl.denoise.filter2noise import preset
+
+    try:
+        preset(preset_name)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    check_not_input(output, [folder])
+    part = parse_shard(shard) if shard else None
+    settings = {"preset": preset_name, "mode": mode, "seed": seed, "steps": steps}
+
+    def report(state: str, job, record) -> None:  # type: ignore[no-untyped-def]
+        if state == "skip":
+            out.print(f"{job.key}: already done")
+        else:
+            out.print(
+                f"{job.key}: noise {record['noise_hu_before']:.0f} -> "
+                f"{record['noise_hu_after']:.0f} HU in {record['seconds']:.0f} s"
+            )
+
+    records = run_batch(
+        folder, output, settings, shard=part, device=device, threads=threads, progress=report
+    )
+    label = f" (shard {shard})" if shard else ""
+    out.print(f"{len(records)} series{label} in {output}; done in {time.perf_counter() - t0:.1f} s")

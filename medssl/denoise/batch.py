@@ -1,0 +1,226 @@
+"""Batch denoising: a folder of many series in, one output folder per series out.
+
+Jobs are the image series found under a folder at any nesting (DICOM series by
+SeriesInstanceUID, and NIfTI/NRRD/MHA files), in a stable order. Each job writes
+``OUTDIR/<job key>/`` where the key is a hash of the SeriesInstanceUID (of the file path
+relative to the input folder for non-DICOM files), never patient data. A job is one series in,
+one folder out: written into a temporary folder and renamed when complete, with ``job.json``
+recording the settings and results. Re-running skips jobs whose output exists with the same
+settings, so a killed run resumes where it stopped; ``shard=(i, n)`` runs the jobs whose key
+hashes to ``i`` modulo ``n``, so ``n`` scheduler tasks (a Slurm job array) split a folder with
+no coordination and together write exactly what one run writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medssl.data.volumes import DEFAULT_EXCLUDE, _excluded, _is_volume_file
+from medssl.io import InputError, find_series, is_dicom_file, read_volume, write_volume
+
+__all__ = ["DenoiseJob", "find_jobs", "parse_shard", "run_batch", "shard_jobs"]
+
+log = logging.getLogger(__name__)
+JOB_RECORD = "job.json"
+
+
+@dataclass(frozen=True)
+class DenoiseJob:
+    """One series to denoise: ``path`` (folder or file), ``series`` (DICOM key) and ``key``
+    (the output folder's name: a hash of the SeriesInstanceUID or the relative file path)."""
+
+    key: str
+    path: str
+    series: str | None
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def find_jobs(folder: str | Path) -> list[DenoiseJob]:
+    """The series under ``folder`` (any nesting), sorted by key.
+
+    Raises:
+        InputError: ``folder`` is not a folder or holds no image series.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError("--batch takes a folder of series", path=root)
+    jobs: dict[str, DenoiseJob] = {}
+    series, _ = find_series(root)
+    for s in series:
+        parent = Path(os.path.commonpath([str(f.parent) for f in s.files]))
+        key = _hash("uid:" + s.uid)
+        jobs[key] = DenoiseJob(key, str(parent), s.key)
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and _is_volume_file(p) and not _excluded(p, DEFAULT_EXCLUDE):
+            if is_dicom_file(p):
+                continue
+            key = _hash("file:" + p.relative_to(root).as_posix())
+            jobs[key] = DenoiseJob(key, str(p), None)
+    if not jobs:
+        raise InputError(
+            "no image series found", path=root, hint="give a folder holding DICOM series or images"
+        )
+    return [jobs[k] for k in sorted(jobs)]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard takes i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise InputError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def shard_jobs(jobs: list[DenoiseJob], shard: tuple[int, int] | None) -> list[DenoiseJob]:
+    """The jobs of shard ``(i, n)``: those whose key is ``i`` modulo ``n`` (a job keeps its
+    shard when other series are added to the folder)."""
+    if shard is None:
+        return list(jobs)
+    i, n = shard
+    return [j for j in jobs if int(j.key, 16) % n == i]
+
+
+def _done(out: Path, settings: dict[str, Any]) -> bool:
+    record = out / JOB_RECORD
+    if not record.is_file():
+        return False
+    try:
+        return json.loads(record.read_text()).get("settings") == settings
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _thumb(image: np.ndarray, path: Path, window: tuple[float, float] | None) -> None:
+    from PIL import Image
+
+    lo, hi = window if window else (float(image.min()), float(image.max()) or 1.0)
+    scaled = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
+    Image.fromarray((scaled * 255).astype(np.uint8)).save(path)
+
+
+def denoise_job(
+    job: DenoiseJob,
+    out: Path,
+    settings: dict[str, Any],
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Denoise one series into ``out`` (atomically); returns its record."""
+    import torch
+
+    from medssl.denoise.filter2noise import apply_denoiser, fit_denoiser, preset, save_sigma_maps
+    from medssl.denoise.noise import noise_std_hu
+
+    t0 = time.perf_counter()
+    volume = read_volume(job.path, series=job.series)
+    if volume.modality not in ("CT", "OT") or not volume.looks_like_ct():
+        raise InputError(
+            f"job {job.key}: not a CT in Hounsfield units (modality {volume.modality})",
+            hint="batch denoising takes CT series only; move other series out of the folder",
+        )
+    config = preset(settings["preset"])
+    if settings.get("mode") == "3d":
+        config = config.with_model(nd=3)
+    if settings.get("steps"):
+        config = config.with_fit(steps=int(settings["steps"]), scale_steps=False)
+    if threads:
+        torch.set_num_threads(threads)
+    denoiser = fit_denoiser(volume, config, seed=int(settings["seed"]), device=device)
+    result, maps = apply_denoiser(denoiser, volume, device=device)
+    tmp = out.parent / f".{out.name}.tmp"  # one job belongs to one shard: no clash
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        dicom = job.series is not None
+        target = tmp / ("denoised" if dicom else "denoised.nii.gz")
+        write_volume(
+            result,
+            target,
+            settings={"method": "filter2noise", **settings},
+            derivation=f"Filter2Noise denoising by medssl ({config.name})",
+        )
+        save_sigma_maps(maps, volume, tmp / "sigma_maps")
+        mid = volume.shape[0] // 2
+        previews = tmp / "preview"
+        previews.mkdir()
+        window = (-160.0, 240.0)  # soft-tissue window, HU
+        _thumb(volume.array[mid], previews / "noisy.png", window)
+        _thumb(result.array[mid], previews / "denoised.png", window)
+        _thumb(maps[-1][mid, -1], previews / "sigma_r.png", None)
+        record = {
+            "key": job.key,
+            "settings": settings,
+            "output": target.name,
+            "shape": list(volume.shape),
+            "noise_hu_before": round(noise_std_hu(volume.array), 2),
+            "noise_hu_after": round(noise_std_hu(result.array), 2),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        (tmp / JOB_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)  # an older output with other settings
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return record
+
+
+def run_batch(
+    folder: str | Path,
+    outdir: str | Path,
+    settings: dict[str, Any],
+    *,
+    shard: tuple[int, int] | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    progress: Callable[[str, DenoiseJob, dict | None], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Denoise every series of ``folder`` (or of one shard) into ``outdir/<key>/``.
+
+    Args:
+        folder: Input folder (read only).
+        outdir: Output folder; jobs already there with the same settings are skipped.
+        settings: ``preset``, ``seed``, ``mode``, ``steps`` (they enter the derived UIDs and
+            ``job.json``).
+        shard: ``(i, n)`` to run one of ``n`` disjoint parts.
+        device: Torch device.
+        threads: CPU threads per process.
+        progress: Called with ``("skip"|"done", job, record)``.
+
+    Returns:
+        The records of this shard's jobs (skipped ones read back from ``job.json``).
+    """
+    jobs = shard_jobs(find_jobs(folder), shard)
+    out_root = Path(outdir)
+    out_root.mkdir(parents=True, exist_ok=True)
+    records = []
+    for job in jobs:
+        out = out_root / job.key
+        if _done(out, settings):
+            record = json.loads((out / JOB_RECORD).read_text())
+            if progress:
+                progress("skip", job, record)
+        else:
+            record = denoise_job(job, out, settings, device=device, threads=threads)
+            if progress:
+                progress("done", job, record)
+        records.append(record)
+    return records
