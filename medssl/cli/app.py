@@ -22,6 +22,7 @@ from medssl.cli.denoise import denoise
 from medssl.cli.finetune import finetune
 from medssl.cli.info import info
 from medssl.cli.ops import ops_app
+from medssl.cli.pipeline import pipeline_app
 from medssl.cli.pretrain import export_nnunet_cmd, pretrain
 from medssl.io.errors import MedsslError
 
@@ -63,6 +64,7 @@ app.command("export-nnunet")(export_nnunet_cmd)
 app.command()(finetune)
 app.add_typer(data_app, name="data")
 app.add_typer(ops_app, name="ops")
+app.add_typer(pipeline_app, name="pipeline")
 
 
 def main(argv: list[str] | None = None) -> None:

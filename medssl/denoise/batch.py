@@ -56,8 +56,13 @@ def find_jobs(folder: str | Path) -> list[DenoiseJob]:
         InputError: ``folder`` is not a folder or holds no image series.
     """
     root = Path(folder)
+    if root.is_file():  # one image file (or one DICOM file's series)
+        if is_dicom_file(root):
+            root = root.parent
+        else:
+            return [DenoiseJob(_hash("file:" + root.name), str(root), None)]
     if not root.is_dir():
-        raise InputError("--batch takes a folder of series", path=root)
+        raise InputError("no such folder of series", path=root)
     jobs: dict[str, DenoiseJob] = {}
     series, _ = find_series(root)
     for s in series:
@@ -149,13 +154,15 @@ def denoise_job(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        dicom = job.series is not None
+        fmt = settings.get("format", "auto")
+        dicom = fmt == "dicom" or (fmt == "auto" and job.series is not None)
         target = tmp / ("denoised" if dicom else "denoised.nii.gz")
         write_volume(
             result,
             target,
             settings={"method": "filter2noise", **settings},
             derivation=f"Filter2Noise denoising by medssl ({config.name})",
+            modality="CT",
         )
         save_sigma_maps(maps, volume, tmp / "sigma_maps")
         mid = volume.shape[0] // 2
@@ -216,10 +223,19 @@ def run_batch(
         out = out_root / job.key
         if _done(out, settings):
             record = json.loads((out / JOB_RECORD).read_text())
+            log.info("series %s: done before, skipped", job.key)
             if progress:
                 progress("skip", job, record)
         else:
+            log.info("series %s: denoising", job.key)
             record = denoise_job(job, out, settings, device=device, threads=threads)
+            log.info(
+                "series %s: noise %.1f -> %.1f HU in %.0f s",
+                job.key,
+                record["noise_hu_before"],
+                record["noise_hu_after"],
+                record["seconds"],
+            )
             if progress:
                 progress("done", job, record)
         records.append(record)

@@ -50,7 +50,14 @@ from medssl.finetune.nnunet.plans import check_normalisation, check_pretrained_f
 from medssl.io import InputError, MedsslError, read_volume
 from medssl.io.atomic import check_not_input
 
-__all__ = ["FinetuneResult", "FinetuneSettings", "dice_per_label", "finetune", "nnunet_command"]
+__all__ = [
+    "FinetuneResult",
+    "FinetuneSettings",
+    "dice_per_label",
+    "finetune",
+    "nnunet_command",
+    "predict_cases",
+]
 
 log = logging.getLogger(__name__)
 
@@ -456,28 +463,10 @@ def finetune(settings: FinetuneSettings, run_dir: str | Path) -> FinetuneResult:
     dice: dict[str, Any] = {"validation": {"cases": val_scores, "mean": _summary(val_scores)}}
 
     if test_cases:
-        pred_dir = run_dir / "predictions"
-        expected = [pred_dir / f"{c.case_id}.nii.gz" for c in test_cases]
-        if not all(p.is_file() for p in expected):
-            folds = [str(f) for f in settings.folds]
-            nnunet(
-                "nnUNetv2_predict",
-                [
-                    *("-i", str(raw / "imagesTs"), "-o", str(pred_dir), "-d", did),
-                    *("-c", configuration, "-p", plans_name, "-tr", settings.trainer),
-                    *("-f", *folds, "-device", device, "-npp", "1", "-nps", "1"),
-                ],
-                "predict",
-            )
-        _write_segs(test_cases, pred_dir, labels)
-        if settings.test_labels:
-            test_scores = {}
-            for case in test_cases:
-                pred = read_volume(pred_dir / f"{case.case_id}.nii.gz").array.astype(np.int32)
-                assert case.label is not None
-                ref = read_volume(case.label.path, series=case.label.series).array
-                test_scores[case.case_id] = dice_per_label(pred, ref.astype(np.int32), labels)
-            dice["test"] = {"cases": test_scores, "mean": _summary(test_scores)}
+        ctx = _Predictor(nnunet, did, configuration, plans_name, settings, device, labels)
+        test_dice = ctx.run(test_cases, raw / "imagesTs", run_dir / "predictions")
+        if test_dice is not None:
+            dice["test"] = test_dice
 
     _write_dice(run_dir, dice)
     info = json.loads(record.read_text())
@@ -493,6 +482,91 @@ def finetune(settings: FinetuneSettings, run_dir: str | Path) -> FinetuneResult:
     )
     record.write_text(json.dumps(info, indent=2) + "\n")
     return FinetuneResult(run_dir, plans_name, configuration, dice, warnings)
+
+
+@dataclass
+class _Predictor:
+    """``nnUNetv2_predict`` with a finished run's model, then DICOM SEGs and Dice."""
+
+    nnunet: _Nnunet
+    dataset_id: str
+    configuration: str
+    plans_name: str
+    settings: FinetuneSettings
+    device: str
+    labels: dict[str, int]
+
+    def run(self, cases: Sequence[Case], images: Path, pred_dir: Path) -> dict[str, Any] | None:
+        expected = [pred_dir / f"{c.case_id}.nii.gz" for c in cases]
+        if not all(p.is_file() for p in expected):
+            folds = [str(f) for f in self.settings.folds]
+            self.nnunet(
+                "nnUNetv2_predict",
+                [
+                    *("-i", str(images), "-o", str(pred_dir), "-d", self.dataset_id),
+                    *("-c", self.configuration, "-p", self.plans_name),
+                    *("-tr", self.settings.trainer, "-f", *folds, "-device", self.device),
+                    *("-npp", "1", "-nps", "1"),
+                ],
+                "predict",
+            )
+        _write_segs(cases, pred_dir, self.labels)
+        if any(c.label is None for c in cases):
+            return None
+        scores = {}
+        for case in cases:
+            pred = read_volume(pred_dir / f"{case.case_id}.nii.gz").array.astype(np.int32)
+            assert case.label is not None
+            ref = read_volume(case.label.path, series=case.label.series).array
+            scores[case.case_id] = dice_per_label(pred, ref.astype(np.int32), self.labels)
+        return {"cases": scores, "mean": _summary(scores)}
+
+
+def predict_cases(
+    run_dir: str | Path,
+    images: Sequence[str | Path],
+    labels: Sequence[str | Path] | None,
+    out_dir: str | Path,
+) -> dict[str, Any] | None:
+    """Predict new images with the model of a finished ``medssl finetune`` run.
+
+    Args:
+        run_dir: The fine-tuning run folder.
+        images: Images (folders, list files or volumes; DICOM series also get a DICOM SEG).
+        labels: Their label maps for Dice, or ``None``.
+        out_dir: Receives ``{case}.nii.gz`` (and ``{case}_seg.dcm``) and ``input/``.
+
+    Returns:
+        Dice per case and label with means, when ``labels`` are given.
+    """
+    from medssl.io import write_itk
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    record = run_dir / "finetune.json"
+    if not record.is_file() or "finished" not in json.loads(record.read_text()):
+        raise InputError("not a finished medssl finetune run", path=run_dir)
+    info = json.loads(record.read_text())
+    settings = FinetuneSettings(**info["settings"])
+    cases = pair_cases(list(images), list(labels) if labels else None)
+    ds_name = dataset_folder_name(settings.dataset_id, settings.dataset_name)
+    dataset = json.loads((run_dir / "nnUNet_raw" / ds_name / "dataset.json").read_text())
+    inputs = out_dir / "input"
+    inputs.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        target = inputs / f"{case.case_id}_0000.nii.gz"
+        if not target.is_file():
+            write_itk(read_volume(case.image.path, series=case.image.series), target)
+    device = _device(settings.device)
+    ctx = _Predictor(
+        _Nnunet(run_dir, settings, device),
+        str(settings.dataset_id),
+        info["configuration"],
+        info["plans_name"],
+        settings,
+        device,
+        dataset["labels"],
+    )
+    return ctx.run(cases, inputs, out_dir)
 
 
 def _write_segs(test_cases: Sequence[Case], pred_dir: Path, labels: dict[str, int]) -> None:

@@ -1,0 +1,456 @@
+"""Pipelines: a YAML file naming stages with their configs, validated whole before anything runs.
+
+Stages run in a fixed order, each at most once: ``load`` (inputs: folders, files or
+``sample:NAME[/FILE]``), ``denoise`` (batch Filter2Noise, one output per series), ``pretrain``,
+``export`` (nnU-Net weights), ``finetune`` (nnU-Net v2, Dice), ``predict`` (new images with the
+fine-tuned model) and ``report`` (one self-contained HTML file). Example::
+
+    output: runs/ct-denoise          # relative paths: to the current folder
+    stages:
+      load: {input: [sample:lung1]}
+      denoise: {preset: medssl, seed: 0, format: dicom}
+      report: {}
+
+``OUTPUT/pipeline.json`` records each finished stage (its config, what it produced, its time);
+a re-run skips stages whose config is unchanged, ``force`` reruns one (and the stages after
+it). Every stage writes under ``OUTPUT/<stage>/`` and logs to ``OUTPUT/logs/<stage>.log``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from medssl.io.errors import InputError
+
+__all__ = ["STAGES", "PipelineSpec", "check_pipeline", "load_pipeline", "run_pipeline"]
+
+log = logging.getLogger(__name__)
+STAGES = ("load", "denoise", "pretrain", "export", "finetune", "predict", "report")
+
+
+class _Stage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoadStage(_Stage):
+    """Inputs: folders of series (any nesting), image files, or ``sample:NAME[/FILE]``."""
+
+    input: list[str] = Field(min_length=1)
+
+
+class DenoiseStage(_Stage):
+    preset: Literal["medssl", "published", "global"] = "medssl"
+    mode: Literal["2d", "3d"] = "2d"
+    seed: int = 0
+    steps: int | None = Field(None, ge=1)
+    format: Literal["dicom", "nifti", "auto"] = "dicom"
+    threads: int | None = Field(None, ge=1)
+    device: str = "cpu"
+    shard: str | None = None
+
+
+class PretrainStage(_Stage):
+    method: Literal["mae", "s3d", "contrastive", "graphmatch"] = "s3d"
+    config: str | None = None
+    steps: int | None = Field(None, ge=1)
+
+
+class ExportStage(_Stage):
+    pass
+
+
+class FinetuneStage(_Stage):
+    data: list[str] | None = None
+    labels: list[str] = Field(min_length=1)
+    scratch: bool = False
+    trainer: str = "nnUNetTrainer_medssl"
+    folds: list[int] = [0]
+    epochs: int | None = Field(None, ge=1)
+    iterations: int | None = Field(None, ge=1)
+    seed: int = 0
+    splits: str | None = None
+    label_names: list[str] | None = None
+    device: str = "auto"
+
+
+class PredictStage(_Stage):
+    input: list[str] = Field(min_length=1)
+    labels: list[str] | None = None
+
+
+class ReportStage(_Stage):
+    title: str | None = None
+
+
+class Stages(_Stage):
+    load: LoadStage | None = None
+    denoise: DenoiseStage | None = None
+    pretrain: PretrainStage | None = None
+    export: ExportStage | None = None
+    finetune: FinetuneStage | None = None
+    predict: PredictStage | None = None
+    report: ReportStage | None = None
+
+
+class PipelineSpec(_Stage):
+    """A validated pipeline file."""
+
+    name: str | None = None
+    output: str
+    stages: Stages
+
+
+# ---- loading and validation ----------------------------------------------------------------
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """The 1-based line of the YAML node at pydantic's error location ``loc``."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == part), None)
+            if nxt is None:  # an unknown or missing key: point at the key or the mapping
+                key = next((k for k, _ in node.value if k.value == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _resolve(item: str) -> Path:
+    """A path, or ``sample:NAME[/FILE]`` fetched into medssl's cache."""
+    if item.startswith("sample:"):
+        from medssl.data import SAMPLES, fetch
+
+        name, _, member = item[len("sample:") :].partition("/")
+        if name not in SAMPLES:
+            raise InputError(f"unknown sample {name!r} (see medssl data list)")
+        main = fetch(name)
+        return (main if main.is_dir() else main.parent) / member if member else main
+    return Path(item).expanduser()
+
+
+def load_pipeline(path: str | Path) -> PipelineSpec:
+    """Read and validate a pipeline file (types, unknown keys, stage dependencies, inputs).
+
+    Raises:
+        InputError: Every problem found, each with its line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such pipeline file", path=path, hint="see the files in pipelines/")
+    text = path.read_text()
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"not valid YAML: {exc}", path=path) from None
+    if not isinstance(raw, dict):
+        raise InputError("a pipeline is a mapping with output: and stages:", path=path)
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e["loc"])
+            line = _line_of(node, e["loc"])
+            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            problems.append(f"line {line}: {where}: {msg}")
+        raise InputError("invalid pipeline:\n  " + "\n  ".join(problems), path=path) from None
+    problems = []
+
+    def at(*loc: Any) -> str:
+        return f"line {_line_of(node, ('stages', *loc))}"
+
+    st = spec.stages
+    present = [s for s in STAGES if getattr(st, s) is not None]
+    if not present:
+        problems.append("stages: no stage given")
+    needs = {
+        "denoise": ("load",),
+        "pretrain": ("load",),
+        "export": ("pretrain",),
+        "predict": ("finetune",),
+    }
+    for stage, required in needs.items():
+        for r in required:
+            if getattr(st, stage) is not None and getattr(st, r) is None:
+                problems.append(f"{at(stage)}: stages.{stage} needs a {r} stage")
+    if st.finetune is not None:
+        if st.finetune.data is None and st.load is None:
+            problems.append(f"{at('finetune')}: stages.finetune needs data: or a load stage")
+        if st.export is None and not st.finetune.scratch:
+            problems.append(
+                f"{at('finetune')}: stages.finetune needs an export stage (or scratch: true)"
+            )
+    if st.denoise is not None and st.denoise.shard is not None:
+        from medssl.denoise.batch import parse_shard
+
+        try:
+            parse_shard(st.denoise.shard)
+        except InputError as exc:
+            problems.append(f"{at('denoise', 'shard')}: {exc.message}")
+    # inputs that must exist (samples are checked by name, fetched when run)
+    checks: list[tuple[tuple, list[str] | str | None]] = [
+        (("load", "input"), st.load.input if st.load else None),
+        (("pretrain", "config"), st.pretrain.config if st.pretrain else None),
+        (("finetune", "data"), st.finetune.data if st.finetune else None),
+        (("finetune", "labels"), st.finetune.labels if st.finetune else None),
+        (("finetune", "splits"), st.finetune.splits if st.finetune else None),
+        (("predict", "input"), st.predict.input if st.predict else None),
+        (("predict", "labels"), st.predict.labels if st.predict else None),
+    ]
+    for loc, value in checks:
+        items = [value] if isinstance(value, str) else value or []
+        for i, item in enumerate(items):
+            sub = loc if isinstance(value, str) else (*loc, i)
+            if item.startswith("sample:"):
+                from medssl.data import SAMPLES
+
+                name = item[len("sample:") :].partition("/")[0]
+                if name not in SAMPLES:
+                    problems.append(f"{at(*sub)}: unknown sample {name!r} (medssl data list)")
+            elif not Path(item).expanduser().exists():
+                problems.append(f"{at(*sub)}: stages.{'.'.join(map(str, loc))}: no such {item}")
+    if problems:
+        raise InputError("invalid pipeline:\n  " + "\n  ".join(problems), path=path)
+    return spec
+
+
+def check_pipeline(path: str | Path) -> PipelineSpec:
+    """Validate a pipeline file (and a pretraining recipe it names) without running it."""
+    spec = load_pipeline(path)
+    if spec.stages.pretrain is not None and spec.stages.pretrain.config:
+        from medssl.ssl.config import load_config
+
+        load_config(spec.stages.pretrain.config)
+    return spec
+
+
+# ---- running -------------------------------------------------------------------------------
+
+
+def _digest(config: BaseModel) -> str:
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+
+
+class _StageLog:
+    """Routes medssl's log records to ``OUTPUT/logs/<stage>.log`` while a stage runs."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handler = logging.FileHandler(path)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.logger = logging.getLogger("medssl")
+
+    def __enter__(self) -> None:
+        self.logger.addHandler(self.handler)
+        self.level = self.logger.level
+        self.logger.setLevel(logging.INFO)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+        self.handler.close()
+
+
+def _inputs(items: list[str]) -> list[Path]:
+    return [_resolve(i) for i in items]
+
+
+def _stage_load(spec: PipelineSpec, out: Path, done: dict) -> dict:
+    from medssl.denoise.batch import find_jobs
+
+    assert spec.stages.load is not None
+    paths = _inputs(spec.stages.load.input)
+    counts = {}
+    for p in paths:
+        if not p.exists():
+            raise InputError("no such input", path=p)
+        counts[str(p)] = len(find_jobs(p))
+    return {"inputs": [str(p) for p in paths], "series": sum(counts.values())}
+
+
+def _stage_denoise(spec: PipelineSpec, out: Path, done: dict) -> dict:
+    from medssl.denoise.batch import parse_shard, run_batch
+
+    cfg = spec.stages.denoise
+    assert cfg is not None
+    settings = {
+        "preset": cfg.preset,
+        "mode": cfg.mode,
+        "seed": cfg.seed,
+        "steps": cfg.steps,
+        "format": cfg.format,
+    }
+    shard = parse_shard(cfg.shard) if cfg.shard else None
+    records = []
+    for source in done["load"]["outputs"]["inputs"]:
+        records += run_batch(
+            source, out, settings, shard=shard, device=cfg.device, threads=cfg.threads
+        )
+    return {"folder": str(out), "studies": sorted(r["key"] for r in records)}
+
+
+def _stage_pretrain(spec: PipelineSpec, out: Path, done: dict) -> dict:
+    from medssl.ssl.config import load_config
+    from medssl.ssl.pretrain import pretrain
+
+    cfg = spec.stages.pretrain
+    assert cfg is not None
+    recipe = load_config(cfg.config)
+    if cfg.steps is not None:
+        recipe.train.steps = cfg.steps
+    resume = (out / "run.json").is_file()
+    data = None if resume else done["load"]["outputs"]["inputs"]
+    result = pretrain(
+        cfg.method, data, out, config=None if resume else recipe, resume=resume, verbose=False
+    )
+    return {"checkpoint": str(result.checkpoint), "step": result.step}
+
+
+def _stage_export(spec: PipelineSpec, out: Path, done: dict) -> dict:
+    from medssl.finetune.nnunet import export_nnunet
+
+    target = out / "pretrained.pth"
+    export_nnunet(done["pretrain"]["outputs"]["checkpoint"], target, overwrite=True)
+    return {"weights": str(target)}
+
+
+def _stage_finetune(spec: PipelineSpec, out: Path, done: dict) -> dict:
+    from medssl.finetune.nnunet.run import FinetuneSettings, finetune
+
+    cfg = spec.stages.finetune
+    assert cfg is not None
+    data = cfg.data or done["load"]["outputs"]["inputs"]
+    settings = FinetuneSettings(
+        data=[str(p.resolve()) for p in _inputs(list(data))],
+        labels=[str(p.resolve()) for p in _inputs(cfg.labels)],
+        pretrained=done["export"]["outputs"]["weights"] if "export" in done else None,
+        scratch=cfg.scratch,
+        trainer=cfg.trainer,
+        folds=cfg.folds,
+        epochs=cfg.epochs,
+        iterations=cfg.iterations,
+        seed=cfg.seed,
+        splits=str(Path(cfg.splits).resolve()) if cfg.splits else None,
+        label_names=cfg.label_names,
+        device=cfg.device,
+    )
+    result = finetune(settings, out)
+    return {"run": str(out), "dice": result.dice, "warnings": result.warnings}
+
+
+def _stage_predict(spec: PipelineSpec, out: Path, done: dict) -> dict:
+    from medssl.finetune.nnunet.run import predict_cases
+
+    cfg = spec.stages.predict
+    assert cfg is not None
+    images = [str(p.resolve()) for p in _inputs(cfg.input)]
+    labels = [str(p.resolve()) for p in _inputs(cfg.labels)] if cfg.labels else None
+    dice = predict_cases(Path(done["finetune"]["outputs"]["run"]), images, labels, out)
+    return {"folder": str(out), "dice": dice}
+
+
+def _stage_report(spec: PipelineSpec, out: Path, done: dict) -> dict:
+    from medssl.report import denoise_section, finetune_section, pretrain_section, write_report
+
+    sections = []
+    if "denoise" in done:
+        folder = Path(done["denoise"]["outputs"]["folder"])
+        sections.append(
+            denoise_section([folder / k for k in done["denoise"]["outputs"]["studies"]])
+        )
+    if "pretrain" in done:
+        sections.append(pretrain_section(Path(done["pretrain"]["outputs"]["checkpoint"]).parent))
+    if "finetune" in done:
+        sections.append(finetune_section(done["finetune"]["outputs"]["dice"]))
+    if "predict" in done and done["predict"]["outputs"]["dice"]:
+        sections.append(finetune_section({"prediction": done["predict"]["outputs"]["dice"]}))
+    title = (spec.stages.report.title if spec.stages.report else None) or (
+        f"medssl pipeline {spec.name or ''}".strip()
+    )
+    path = write_report(out / "report.html", title, sections)
+    return {"report": str(path)}
+
+
+_RUNNERS: dict[str, Callable[[PipelineSpec, Path, dict], dict]] = {
+    "load": _stage_load,
+    "denoise": _stage_denoise,
+    "pretrain": _stage_pretrain,
+    "export": _stage_export,
+    "finetune": _stage_finetune,
+    "predict": _stage_predict,
+    "report": _stage_report,
+}
+
+
+def run_pipeline(
+    path: str | Path,
+    *,
+    force: list[str] | None = None,
+    output: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Validate, then run the stages not yet done (``force``: rerun these and what follows).
+
+    Returns:
+        The ``pipeline.json`` record: per stage its config digest, outputs and seconds.
+    """
+    spec = check_pipeline(path)
+    for name in force or []:
+        if name not in STAGES or getattr(spec.stages, name) is None:
+            raise InputError(f"--force {name}: the pipeline has no such stage")
+    root = Path(output or spec.output)
+    root.mkdir(parents=True, exist_ok=True)
+    record_path = root / "pipeline.json"
+    record: dict[str, Any] = {"stages": {}}
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+    done: dict[str, Any] = record["stages"]
+    rerun = False
+    for name in STAGES:
+        cfg = getattr(spec.stages, name)
+        if cfg is None:
+            continue
+        digest = _digest(cfg)
+        prior = done.get(name)
+        if not rerun and name not in (force or []) and prior and prior["config"] == digest:
+            echo(f"[{name}] done before ({prior['seconds']:.0f} s): skipped")
+            continue
+        rerun = True  # everything after a stage that runs depends on it
+        out = root / name
+        if name in ("export", "report", "load") and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        echo(f"[{name}] running (log: {root / 'logs' / f'{name}.log'})")
+        t0 = time.perf_counter()
+        with _StageLog(root / "logs" / f"{name}.log"):
+            outputs = _RUNNERS[name](spec, out, done)
+        done[name] = {
+            "config": digest,
+            "outputs": outputs,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        tmp = record_path.with_name(".pipeline.json.tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.replace(record_path)
+        echo(f"[{name}] done in {done[name]['seconds']:.1f} s")
+    return record

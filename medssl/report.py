@@ -1,0 +1,164 @@
+"""Self-contained HTML run reports (no network at view time: images are inlined as data URIs,
+curves as inline SVG, styles inline).
+
+Studies are labelled by the hash keys of their outputs (see :mod:`medssl.denoise.batch`), never
+by patient data; only values that medssl computed (noise estimates, losses, Dice) appear.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medssl import __version__
+from medssl.io.atomic import atomic_file
+
+__all__ = ["denoise_section", "finetune_section", "pretrain_section", "write_report"]
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em}
+.study{margin:1em 0 2em}.row{display:flex;gap:12px;flex-wrap:wrap}
+figure{margin:0;text-align:center}figure img{width:300px;image-rendering:pixelated;
+border:1px solid #999;background:#000}figcaption{font-size:.85em;color:#555}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:.25em .6em;
+text-align:right}th{background:#f0f0f0}.meta{color:#666;font-size:.85em}
+"""
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def denoise_section(job_dirs: Sequence[Path]) -> str:
+    """Per study: noisy, denoised and range-sigma previews side by side, noise before/after.
+
+    Args:
+        job_dirs: Output folders of :func:`medssl.denoise.batch.run_batch` (with ``job.json``
+            and ``preview/``).
+    """
+    parts = ["<h2>Denoising (Filter2Noise)</h2>"]
+    rows = []
+    for job in job_dirs:
+        rec = json.loads((job / "job.json").read_text())
+        prev = job / "preview"
+        figures = "".join(
+            f"<figure>{_img(prev / f'{name}.png')}<figcaption>{caption}</figcaption></figure>"
+            for name, caption in (
+                ("noisy", "input (middle slice, W 400 L 40)"),
+                ("denoised", "denoised"),
+                ("sigma_r", "range sigma map, last stage"),
+            )
+            if (prev / f"{name}.png").is_file()
+        )
+        parts.append(
+            f'<div class="study"><h3>study {html.escape(rec["key"])}</h3>'
+            f'<div class="row">{figures}</div>'
+            f"<p>noise estimate {rec['noise_hu_before']:.1f} HU &rarr; "
+            f"{rec['noise_hu_after']:.1f} HU; {rec['seconds']:.0f} s</p></div>"
+        )
+        rows.append(
+            f"<tr><td>{html.escape(rec['key'])}</td><td>{rec['noise_hu_before']:.1f}</td>"
+            f"<td>{rec['noise_hu_after']:.1f}</td><td>{rec['seconds']:.0f}</td></tr>"
+        )
+    table = (
+        "<table><tr><th>study</th><th>noise before (HU)</th><th>noise after (HU)</th>"
+        f"<th>seconds</th></tr>{''.join(rows)}</table>"
+    )
+    return parts[0] + table + "".join(parts[1:])
+
+
+def _svg_curve(series: dict[str, list[tuple[float, float]]], width=640, height=260) -> str:
+    points = [p for pts in series.values() for p in pts]
+    if not points:
+        return "<p>no values logged</p>"
+    x0, x1 = min(p[0] for p in points), max(p[0] for p in points) or 1
+    y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
+    y1 = y1 if y1 > y0 else y0 + 1
+    pad = 40
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+
+    def xy(x: float, y: float) -> str:
+        px = pad + (x - x0) / max(x1 - x0, 1e-9) * (width - 2 * pad)
+        py = height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
+        return f"{px:.1f},{py:.1f}"
+
+    lines = []
+    for i, (name, pts) in enumerate(series.items()):
+        colour = colours[i % len(colours)]
+        path = " ".join(xy(x, y) for x, y in pts)
+        lines.append(
+            f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{path}"/>'
+        )
+        lines.append(
+            f'<text x="{width - pad - 120}" y="{pad + 14 * i}" fill="{colour}" '
+            f'font-size="12">{html.escape(name)}</text>'
+        )
+    axes = (
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
+        'stroke="#444"/>'
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#444"/>'
+        f'<text x="{pad}" y="{height - 12}" font-size="11">step {x0:g}</text>'
+        f'<text x="{width - pad - 60}" y="{height - 12}" font-size="11">step {x1:g}</text>'
+        f'<text x="4" y="{pad}" font-size="11">{y1:.3g}</text>'
+        f'<text x="4" y="{height - pad}" font-size="11">{y0:.3g}</text>'
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+        f"{axes}{''.join(lines)}</svg>"
+    )
+
+
+def pretrain_section(run_dir: Path) -> str:
+    """Loss curves (training and, when logged, validation) of a ``medssl pretrain`` run."""
+    rows = []
+    for metrics in sorted(Path(run_dir).rglob("metrics.jsonl")):
+        rows += [json.loads(line) for line in metrics.open() if line.strip()]
+    series: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.endswith("loss") and isinstance(value, int | float) and "step" in row:
+                series.setdefault(key, []).append((float(row["step"]), float(value)))
+    for pts in series.values():
+        pts.sort()
+    return f"<h2>Pretraining</h2>{_svg_curve(series)}"
+
+
+def finetune_section(dice: dict[str, Any]) -> str:
+    """The Dice table of ``medssl finetune`` (``dice.json``): per case and mean, per label."""
+    out = ["<h2>Fine-tuning (nnU-Net v2): Dice per label</h2>"]
+    for part, block in dice.items():
+        names = list(block["mean"])
+        head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+        body = []
+        for case, scores in block["cases"].items():
+            cells = "".join(f"<td>{scores.get(n, float('nan')):.4f}</td>" for n in names[:-1])
+            body.append(f"<tr><td>{html.escape(case)}</td>{cells}<td></td></tr>")
+        mean = "".join(f"<td><b>{block['mean'][n]:.4f}</b></td>" for n in names)
+        out.append(
+            f"<h3>{html.escape(part)}</h3><table><tr><th>case</th>{head}</tr>"
+            f"{''.join(body)}<tr><td><b>mean</b></td>{mean}</tr></table>"
+        )
+    return "".join(out)
+
+
+def write_report(path: str | Path, title: str, sections: Sequence[str]) -> Path:
+    """Write one self-contained HTML file (atomically)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    doc = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>"
+        f'<p class="meta">medssl {__version__}, {stamp}. Studies are named by hashes of their '
+        "series UIDs; no patient data is shown.</p>"
+        f"{''.join(sections)}</body></html>\n"
+    )
+    with atomic_file(path) as tmp:
+        tmp.write_text(doc)
+    return Path(path)
