@@ -260,13 +260,19 @@ class _StageLog:
         self.logger = logging.getLogger("medssl")
 
     def __enter__(self) -> None:
-        self.logger.addHandler(self.handler)
+        # the file gets INFO; the console handlers keep the verbosity they had
         self.level = self.logger.level
+        self.quiet = [h for h in self.logger.handlers if h.level == logging.NOTSET]
+        for h in self.quiet:
+            h.setLevel(self.level)
+        self.logger.addHandler(self.handler)
         self.logger.setLevel(logging.INFO)
 
     def __exit__(self, *exc: object) -> None:
         self.logger.removeHandler(self.handler)
         self.logger.setLevel(self.level)
+        for h in self.quiet:
+            h.setLevel(logging.NOTSET)
         self.handler.close()
 
 
@@ -284,7 +290,11 @@ def _stage_load(spec: PipelineSpec, out: Path, done: dict) -> dict:
         if not p.exists():
             raise InputError("no such input", path=p)
         counts[str(p)] = len(find_jobs(p))
-    return {"inputs": [str(p) for p in paths], "series": sum(counts.values())}
+    from medssl.data import SAMPLES
+
+    names = {i[len("sample:") :].partition("/")[0] for i in spec.stages.load.input}
+    credits = sorted({SAMPLES[n].attribution for n in names if n in SAMPLES})
+    return {"inputs": [str(p) for p in paths], "series": sum(counts.values()), "credits": credits}
 
 
 def _stage_denoise(spec: PipelineSpec, out: Path, done: dict) -> dict:
@@ -386,7 +396,8 @@ def _stage_report(spec: PipelineSpec, out: Path, done: dict) -> dict:
     title = (spec.stages.report.title if spec.stages.report else None) or (
         f"medssl pipeline {spec.name or ''}".strip()
     )
-    path = write_report(out / "report.html", title, sections)
+    credits = done.get("load", {}).get("outputs", {}).get("credits") or []
+    path = write_report(out / "report.html", title, sections, credits=credits)
     return {"report": str(path)}
 
 

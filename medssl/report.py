@@ -148,8 +148,10 @@ def finetune_section(dice: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def write_report(path: str | Path, title: str, sections: Sequence[str]) -> Path:
-    """Write one self-contained HTML file (atomically)."""
+def write_report(
+    path: str | Path, title: str, sections: Sequence[str], *, credits: Sequence[str] = ()
+) -> Path:
+    """Write one self-contained HTML file (atomically); ``credits`` name the sample data."""
     stamp = time.strftime("%Y-%m-%d %H:%M")
     doc = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -157,7 +159,9 @@ def write_report(path: str | Path, title: str, sections: Sequence[str]) -> Path:
         f"<h1>{html.escape(title)}</h1>"
         f'<p class="meta">medssl {__version__}, {stamp}. Studies are named by hashes of their '
         "series UIDs; no patient data is shown.</p>"
-        f"{''.join(sections)}</body></html>\n"
+        f"{''.join(sections)}"
+        + "".join(f'<p class="meta">Data: {html.escape(c)}</p>' for c in credits)
+        + "</body></html>\n"
     )
     with atomic_file(path) as tmp:
         tmp.write_text(doc)
