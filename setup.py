@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from setuptools import setup
@@ -30,9 +31,14 @@ def _extensions():
         )
     ]
     if os.environ.get("MEDSSL_BUILD_CUDA") == "1":
-        from medssl_build import cuda_build_flags
-
-        flags = cuda_build_flags()
+        # the toolchain helpers, loaded by path: the package itself is not importable yet
+        spec = importlib.util.spec_from_file_location(
+            "_medssl_toolchain", "medssl/ops/bilateral/toolchain.py"
+        )
+        assert spec is not None and spec.loader is not None
+        toolchain = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(toolchain)
+        flags = toolchain.cuda_build_flags()
         ext.append(
             CUDAExtension(
                 "medssl.ops.bilateral._C_cuda",

