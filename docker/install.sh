@@ -30,11 +30,15 @@ else
     $PIP install --no-build-isolation --no-deps "$SRC"
 fi
 
+# checked from / so that a medssl source tree in the current folder cannot stand in for it
+cd /
 "$VENV/bin/python" - <<'PY'
 import os
 
+import medssl
 from medssl.ops.bilateral import functional
 
+print("medssl from", medssl.__file__)
 table = functional.dispatch_table()
 print("medssl bilateral kernels:", table)
 if table.get("cpu") != "op":

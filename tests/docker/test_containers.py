@@ -195,6 +195,7 @@ def test_the_in_image_install_script_builds_the_kernels(mounts, tmp_path):
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "'cpu': 'op'" in r.stdout and "medssl " in r.stdout
+    assert f"medssl from {site}" in r.stdout
     built = list(site.glob("medssl/ops/bilateral/_C_cuda*.so"))
     assert built, "the CUDA kernel was not built into the environment"
     r = _entrypoint(["--version"], out, bindir=venv / "bin")
