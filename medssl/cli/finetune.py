@@ -91,9 +91,13 @@ def finetune(
     plans, checks the weights fit and the normalisation matches, trains with a learning-rate
     warm-up, predicts, and writes dice.json/dice.csv in the run folder.
     """
+    import logging
+
     from medssl.finetune.nnunet.run import FinetuneSettings
     from medssl.finetune.nnunet.run import finetune as run_finetune
 
+    # each step of the run (nnU-Net commands, their logs) is shown: training takes long
+    logging.getLogger("medssl.finetune").setLevel(logging.INFO)
     if test_labels and not test_data:
         raise InputError("--test-labels needs --test-data")
     if spacing not in ("pretrained", "target"):

@@ -348,6 +348,11 @@ def finetune(settings: FinetuneSettings, run_dir: str | Path) -> FinetuneResult:
     check_not_input(run_dir, inputs)
     resumed = _check_settings(run_dir, settings)
     device = _device(settings.device)
+    if device == "cpu" and settings.trainer == "nnUNetTrainer_medssl" and not settings.epochs:
+        log.warning(
+            "nnU-Net's full budget (1000 epochs x 250 iterations) takes days on a CPU; for a "
+            "trial use --trainer nnUNetTrainer_medsslShort or --epochs/--iterations"
+        )
     cases = pair_cases(settings.data, settings.labels)
     test_cases = pair_cases(settings.test_data, settings.test_labels) if settings.test_data else []
     splits = _read_splits(settings, cases)
