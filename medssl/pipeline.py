@@ -392,7 +392,8 @@ def _stage_report(spec: PipelineSpec, out: Path, done: dict) -> dict:
     if "finetune" in done:
         sections.append(finetune_section(done["finetune"]["outputs"]["dice"]))
     if "predict" in done and done["predict"]["outputs"]["dice"]:
-        sections.append(finetune_section({"prediction": done["predict"]["outputs"]["dice"]}))
+        dice = {"new images": done["predict"]["outputs"]["dice"]}
+        sections.append(finetune_section(dice, "Prediction (nnU-Net v2): Dice per label"))
     title = (spec.stages.report.title if spec.stages.report else None) or (
         f"medssl pipeline {spec.name or ''}".strip()
     )

@@ -130,9 +130,11 @@ def pretrain_section(run_dir: Path) -> str:
     return f"<h2>Pretraining</h2>{_svg_curve(series)}"
 
 
-def finetune_section(dice: dict[str, Any]) -> str:
-    """The Dice table of ``medssl finetune`` (``dice.json``): per case and mean, per label."""
-    out = ["<h2>Fine-tuning (nnU-Net v2): Dice per label</h2>"]
+def finetune_section(
+    dice: dict[str, Any], title: str = "Fine-tuning (nnU-Net v2): Dice per label"
+) -> str:
+    """A Dice table (``dice.json`` of ``medssl finetune``): per case and mean, per label."""
+    out = [f"<h2>{html.escape(title)}</h2>"]
     for part, block in dice.items():
         names = list(block["mean"])
         head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
