@@ -257,7 +257,7 @@ def _batch(
     shard: str | None,
     t0: float,
 ) -> None:
-    from medssl.denoise.batch import parse_shard, run_batch
+    from medssl.denoise.batch import DenoiseJob, parse_shard, run_batch
     from medssl.denoise.filter2noise import preset
 
     try:
@@ -268,7 +268,8 @@ def _batch(
     part = parse_shard(shard) if shard else None
     settings = {"preset": preset_name, "mode": mode, "seed": seed, "steps": steps}
 
-    def report(state: str, job, record) -> None:  # type: ignore[no-untyped-def]
+    def report(state: str, job: DenoiseJob, record: dict | None) -> None:
+        assert record is not None
         if state == "skip":
             out.print(f"{job.key}: already done")
         else:

@@ -362,7 +362,8 @@ def finetune(settings: FinetuneSettings, run_dir: str | Path) -> FinetuneResult:
         record.write_text(json.dumps({"settings": asdict(settings)}, indent=2) + "\n")
     warnings: list[str] = []
 
-    weights, meta = ({}, {})
+    weights: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
     if settings.pretrained is not None:
         weights, meta = _load_weights(Path(settings.pretrained), run_dir)
     modality = settings.modality

@@ -50,7 +50,7 @@ def write_seg(image: Volume, prediction: np.ndarray, labels: dict[str, int], tar
         frames = prediction
     elif len(datasets) == 1:  # one multi-frame instance: SEG frames in the source's order
         sources = datasets
-        order = np.argsort([frame for _, frame in src.frames])
+        order = np.argsort([int(frame or 0) for _, frame in src.frames])
         frames = prediction[order]
     else:
         raise InputError(

@@ -72,11 +72,11 @@ class WarmupPolyLR(_LRScheduler):
             group["lr"] = lr
         self._last_lr = [lr] * len(self.optimizer.param_groups)
 
-    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
+    def step(self, epoch: int | None = None) -> None:
         self.set_iteration(0 if epoch is None or epoch < 0 else epoch * self.iters_per_epoch)
 
-    def get_last_lr(self) -> list[float]:
-        return self._last_lr
+    def get_last_lr(self) -> list[float | torch.Tensor]:
+        return list(self._last_lr)
 
 
 def _env_number(name: str, kind: type, default: float | int) -> float | int:
@@ -112,12 +112,12 @@ class nnUNetTrainer_medssl(nnUNetTrainer):  # noqa: N801 (nnU-Net's naming schem
         self.num_val_iterations_per_epoch = int(
             _env_number("MEDSSL_FT_VAL_ITERS", int, self.default_val_iters)
         )
-        self.initial_lr = float(_env_number("MEDSSL_FT_LR", float, self.initial_lr))
+        self.initial_lr = float(_env_number("MEDSSL_FT_LR", float, 1e-2))  # nnU-Net's 1e-2
         self.warmup_fraction = float(_env_number("MEDSSL_FT_WARMUP", float, self.default_warmup))
         self.save_every = min(self.default_save_every, self.num_epochs)
         self._iteration = 0
 
-    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLR]:
         optimizer = torch.optim.SGD(
             self.network.parameters(),
             self.initial_lr,
