@@ -123,6 +123,8 @@ def _pretrain_taste(output: Path) -> None:
 
 
 _DENOISE_DEFAULTS = {
+    "batch": None,
+    "shard": None,
     "series": None,
     "strength": 1.0,
     "roi": None,
