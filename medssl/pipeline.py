@@ -413,6 +413,12 @@ _RUNNERS: dict[str, Callable[[PipelineSpec, Path, dict], dict]] = {
 }
 
 
+def _save_record(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_name(".pipeline.json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+
+
 def run_pipeline(
     path: str | Path,
     *,
@@ -446,11 +452,23 @@ def run_pipeline(
         if not rerun and name not in (force or []) and prior and prior["config"] == digest:
             echo(f"[{name}] done before ({prior['seconds']:.0f} s): skipped")
             continue
-        rerun = True  # everything after a stage that runs depends on it
+        # A stage starts from an empty folder when it is forced, when an earlier stage ran
+        # now, or when its settings changed; it continues in its folder (pretraining and
+        # fine-tuning resume, batch denoising skips finished series) only when an earlier
+        # attempt with the same settings was interrupted.
         out = root / name
-        if name in ("export", "report", "load") and out.exists():
+        marker = root / ".started" / f"{name}.json"  # outside: stages may want an empty folder
+        started = json.loads(marker.read_text())["config"] if marker.is_file() else None
+        fresh = rerun or name in (force or []) or (started not in (None, digest))
+        fresh = fresh or bool(prior and prior["config"] != digest)
+        if (fresh or name in ("export", "report", "load")) and out.exists():
             shutil.rmtree(out)
+        rerun = True  # everything after a stage that runs depends on it
+        done.pop(name, None)
+        _save_record(record_path, record)
         out.mkdir(parents=True, exist_ok=True)
+        marker.parent.mkdir(exist_ok=True)
+        marker.write_text(json.dumps({"config": digest}) + "\n")
         echo(f"[{name}] running (log: {root / 'logs' / f'{name}.log'})")
         t0 = time.perf_counter()
         with _StageLog(root / "logs" / f"{name}.log"):
@@ -461,8 +479,6 @@ def run_pipeline(
             "seconds": round(time.perf_counter() - t0, 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        tmp = record_path.with_name(".pipeline.json.tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(record_path)
+        _save_record(record_path, record)
         echo(f"[{name}] done in {done[name]['seconds']:.1f} s")
     return record

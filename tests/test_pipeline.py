@@ -110,6 +110,18 @@ def test_denoise_pipeline_runs_once_and_reruns_only_what_is_forced(medssl, studi
     r = medssl("pipeline", "run", path, "--force", "report")
     assert r.code == 0 and r.stdout.count("skipped") == 2
     assert (out / "denoise" / keys[0] / "job.json").stat().st_mtime_ns == stamp
+    # --force denoise redoes the series (from an empty stage folder) and the report after it
+    r = medssl("pipeline", "run", path, "--force", "denoise")
+    assert r.code == 0 and r.stdout.count("skipped") == 1
+    assert (out / "denoise" / keys[0] / "job.json").stat().st_mtime_ns != stamp
+    # changed settings: the stage starts afresh, no series of the old settings is left
+    spec = _denoise_spec(studies, out)
+    spec["stages"]["denoise"]["seed"] = 1
+    _write(path, spec)
+    r = medssl("pipeline", "run", path)
+    assert r.code == 0 and r.stdout.count("skipped") == 1
+    seeds = {json.loads(p.read_text())["settings"]["seed"] for p in out.glob("denoise/*/job.json")}
+    assert seeds == {1}
     r = medssl("pipeline", "run", path, "--force", "finetune")
     assert r.code == 2 and "no such stage" in r.stderr
 
