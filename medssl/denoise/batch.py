@@ -71,8 +71,6 @@ def find_jobs(folder: str | Path) -> list[DenoiseJob]:
         jobs[key] = DenoiseJob(key, str(parent), s.key)
     for p in sorted(root.rglob("*")):
         if p.is_file() and _is_volume_file(p) and not _excluded(p, DEFAULT_EXCLUDE):
-            if is_dicom_file(p):
-                continue
             key = _hash("file:" + p.relative_to(root).as_posix())
             jobs[key] = DenoiseJob(key, str(p), None)
     if not jobs:
@@ -112,12 +110,11 @@ def _done(out: Path, settings: dict[str, Any]) -> bool:
         return False
 
 
-def _thumb(image: np.ndarray, path: Path, window: tuple[float, float] | None) -> None:
+def _png(image01: np.ndarray, path: Path) -> None:
+    """An 8-bit grey PNG of values in [0, 1]."""
     from PIL import Image
 
-    lo, hi = window if window else (float(image.min()), float(image.max()) or 1.0)
-    scaled = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
-    Image.fromarray((scaled * 255).astype(np.uint8)).save(path)
+    Image.fromarray((np.clip(image01, 0, 1) * 255).astype(np.uint8)).save(path)
 
 
 def denoise_job(
@@ -132,6 +129,7 @@ def denoise_job(
     import torch
 
     from medssl.denoise.filter2noise import apply_denoiser, fit_denoiser, preset, save_sigma_maps
+    from medssl.denoise.metrics import SOFT_TISSUE_WINDOW, window
     from medssl.denoise.noise import noise_std_hu
 
     t0 = time.perf_counter()
@@ -168,10 +166,11 @@ def denoise_job(
         mid = volume.shape[0] // 2
         previews = tmp / "preview"
         previews.mkdir()
-        window = (-160.0, 240.0)  # soft-tissue window, HU
-        _thumb(volume.array[mid], previews / "noisy.png", window)
-        _thumb(result.array[mid], previews / "denoised.png", window)
-        _thumb(maps[-1][mid, -1], previews / "sigma_r.png", None)
+        _png(window(volume.array[mid], SOFT_TISSUE_WINDOW), previews / "noisy.png")
+        _png(window(result.array[mid], SOFT_TISSUE_WINDOW), previews / "denoised.png")
+        sigma_r = maps[-1][mid, -1]
+        span = max(float(sigma_r.max() - sigma_r.min()), 1e-6)
+        _png((sigma_r - sigma_r.min()) / span, previews / "sigma_r.png")
         record = {
             "key": job.key,
             "settings": settings,

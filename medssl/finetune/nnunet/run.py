@@ -29,7 +29,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medssl.finetune.nnunet.checkpoint import export_nnunet
+from medssl.finetune.nnunet.checkpoint import _load, export_nnunet, read_export
 from medssl.finetune.nnunet.dataset import (
     CHANNEL_NAMES,
     Case,
@@ -61,7 +61,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TRAINERS = ("nnUNetTrainer_medssl", "nnUNetTrainer_medsslShort")
 _MEDSSL_PLANS = "medsslPlans"
 _TRAINER_MODULE = (
     '"""Written by medssl finetune: lets nnU-Net find medssl\'s trainers (nnUNet_extTrainer)."""\n'
@@ -200,21 +199,12 @@ def _load_weights(path: Path, run_dir: Path) -> tuple[dict[str, torch.Tensor], d
     """Read a medssl export, a medssl pretraining checkpoint or an nnU-Net weights file on the
     CPU, and write the CPU copy nnU-Net will load to ``run_dir/pretrained.pth``."""
     target = run_dir / "pretrained.pth"
-    if not path.is_file():
-        raise InputError("no such checkpoint", path=path, hint="check the --pretrained path")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated or foreign file
-        raise InputError(
-            f"not a readable PyTorch checkpoint ({type(exc).__name__})", path=path
-        ) from None
-    if not isinstance(obj, dict):
-        raise InputError("not a checkpoint (no dictionary inside)", path=path)
+    obj = _load(path)  # on the CPU, whatever device the tensors were saved from
     if "network_weights" not in obj and "model" in obj:
         # a medssl pretraining checkpoint: export it (strips S3D's wrappers, checks the fit)
         export_nnunet(path, target, overwrite=True)
-        obj = torch.load(target, map_location="cpu", weights_only=False)
-    if "network_weights" not in obj or not isinstance(obj["network_weights"], dict):
+        return read_export(target)
+    if not isinstance(obj.get("network_weights"), dict):
         raise InputError(
             "no network_weights inside: not an nnU-Net weights file",
             path=path,
@@ -228,8 +218,11 @@ def _load_weights(path: Path, run_dir: Path) -> tuple[dict[str, torch.Tensor], d
     }
     meta = obj.get("medssl") or {}
     tmp = target.with_name(f".{target.name}.tmp")
-    torch.save({"network_weights": weights, "medssl": meta}, tmp)
-    tmp.replace(target)
+    try:
+        torch.save({"network_weights": weights, "medssl": meta}, tmp)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return weights, meta
 
 
@@ -281,16 +274,18 @@ def dice_per_label(
     return out
 
 
-def _score_folder(
-    pred_dir: Path, ref_dir: Path, labels: dict[str, int], cases: Sequence[str]
+def _score(
+    pred_dir: Path, refs: Mapping[str, tuple[str | Path, str | None]], labels: dict[str, int]
 ) -> dict[str, dict[str, float]]:
+    """Dice per label of ``pred_dir/{case}.nii.gz`` against each case's reference
+    ``(path, DICOM series or None)``."""
     scores = {}
-    for case in cases:
+    for case, (ref, series) in refs.items():
         pred = pred_dir / f"{case}.nii.gz"
         if not pred.is_file():
             raise MedsslError(f"nnU-Net wrote no prediction for case {case}", path=pred_dir)
         p = read_volume(pred).array.astype(np.int32)
-        r = read_volume(ref_dir / f"{case}.nii.gz").array.astype(np.int32)
+        r = read_volume(ref, series=series).array.astype(np.int32)
         scores[case] = dice_per_label(p, r, labels)
     return scores
 
@@ -337,7 +332,7 @@ def finetune(settings: FinetuneSettings, run_dir: str | Path) -> FinetuneResult:
         NnunetCommandError: An nnU-Net command failed (its log is named).
     """
     run_dir = Path(run_dir)
-    if settings.trainer not in TRAINERS and not settings.trainer.startswith("nnUNetTrainer"):
+    if not settings.trainer.startswith("nnUNetTrainer"):
         raise InputError(f"--trainer must name an nnU-Net trainer class, got {settings.trainer!r}")
     if settings.pretrained is None and not settings.scratch:
         raise InputError("give --pretrained CKPT, or --scratch to train from random weights")
@@ -464,7 +459,11 @@ def finetune(settings: FinetuneSettings, run_dir: str | Path) -> FinetuneResult:
         splits = json.loads((pre_dir / "splits_final.json").read_text())
         val_cases = splits[fold]["val"]
         val_scores.update(
-            _score_folder(fold_dir / "validation", raw / "labelsTr", labels, val_cases)
+            _score(
+                fold_dir / "validation",
+                {c: (raw / "labelsTr" / f"{c}.nii.gz", None) for c in val_cases},
+                labels,
+            )
         )
     dice: dict[str, Any] = {"validation": {"cases": val_scores, "mean": _summary(val_scores)}}
 
@@ -519,12 +518,8 @@ class _Predictor:
         _write_segs(cases, pred_dir, self.labels)
         if any(c.label is None for c in cases):
             return None
-        scores = {}
-        for case in cases:
-            pred = read_volume(pred_dir / f"{case.case_id}.nii.gz").array.astype(np.int32)
-            assert case.label is not None
-            ref = read_volume(case.label.path, series=case.label.series).array
-            scores[case.case_id] = dice_per_label(pred, ref.astype(np.int32), self.labels)
+        refs = {c.case_id: (c.label.path, c.label.series) for c in cases if c.label}
+        scores = _score(pred_dir, refs, self.labels)
         return {"cases": scores, "mean": _summary(scores)}
 
 
