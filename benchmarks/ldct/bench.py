@@ -43,7 +43,7 @@ from cases import Case, load_cases  # noqa: E402
 from medssl.denoise.baselines.gaussian import gaussian_denoise, oracle_search  # noqa: E402
 from medssl.denoise.baselines.zsn2n import zsn2n_denoise  # noqa: E402
 from medssl.denoise.filter2noise.api import denoise_volume  # noqa: E402
-from medssl.denoise.filter2noise.config import preset  # noqa: E402
+from medssl.denoise.filter2noise.config import ModelConfig, preset  # noqa: E402
 from medssl.denoise.metrics import SOFT_TISSUE_WINDOW, psnr, ssim  # noqa: E402
 from medssl.denoise.noise import noise_std_hu  # noqa: E402
 from medssl.io import Volume  # noqa: E402
@@ -56,9 +56,15 @@ SEEDS = (0, 1, 2)
 BM3D_SCALE = 1000.0  # BM3D runs on HU / 1000; its sigma is given in HU
 
 
-def _f2n(name: str, **fit: object) -> Callable[[Case, int], np.ndarray]:
+def _f2n(name: str, **changes: object) -> Callable[[Case, int], np.ndarray]:
+    """A preset with some settings changed (FitConfig or ModelConfig field names)."""
+    model = {k: v for k, v in changes.items() if k in ModelConfig.__dataclass_fields__}
+    fit = {k: v for k, v in changes.items() if k not in model}
+
     def run(case: Case, seed: int) -> np.ndarray:
-        cfg = preset(name).with_fit(**fit) if fit else preset(name)
+        cfg = preset(name)
+        cfg = cfg.with_fit(**fit) if fit else cfg
+        cfg = cfg.with_model(**model) if model else cfg
         vol = Volume(
             case.noisy[None].astype(np.float32), spacing=(1.0, case.pixel_mm, case.pixel_mm)
         )
@@ -109,6 +115,7 @@ METHODS: dict[str, tuple[Callable[[Case, int], np.ndarray], bool]] = {
     "medssl": (_f2n("medssl"), True),
     "published": (_f2n("published"), False),
     "global": (_f2n("global"), False),
+    "selfguided": (_f2n("medssl", guide_sigma=0.0), False),
     "zsn2n": (_zsn2n, False),
     "bm3d_blind": (_bm3d_blind, False),
     "bm3d_oracle": (_bm3d_oracle, False),
@@ -192,7 +199,8 @@ def cmd_curve(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    """medssl with one fit setting changed (``--set name=v1,v2,...``), seed 0, quarter dose:
+    """medssl with one setting changed (``--set name=v1,v2,...``, a FitConfig or ModelConfig
+    field), seed 0, quarter dose:
     for trying a setting on a few cases before a full ``run``."""
     torch.set_num_threads(args.threads)
     name, values = args.set.split("=", 1)
@@ -572,7 +580,9 @@ def main() -> None:
     curve.add_argument("--cases", nargs="+")
     curve.add_argument("--threads", type=int, default=2)
     sw = sub.add_parser("sweep")
-    sw.add_argument("--set", required=True, help="A FitConfig field and values: name=v1,v2")
+    sw.add_argument(
+        "--set", required=True, help="A FitConfig or ModelConfig field and values: name=v1,v2"
+    )
     sw.add_argument("--cases", nargs="+")
     sw.add_argument("--threads", type=int, default=2)
     tim = sub.add_parser("timing")

@@ -3,8 +3,15 @@
 from medssl.ops.bilateral import (
     BilateralFilter,
     bilateral_filter,
+    joint_bilateral_filter,
     radius_for_sigma,
     set_backend,
 )
 
-__all__ = ["BilateralFilter", "bilateral_filter", "radius_for_sigma", "set_backend"]
+__all__ = [
+    "BilateralFilter",
+    "bilateral_filter",
+    "joint_bilateral_filter",
+    "radius_for_sigma",
+    "set_backend",
+]

@@ -166,3 +166,34 @@ def test_fitting_steps_scale_with_the_slice_size():
     vol, _ = phantom(shape=(1, 40, 40))
     den = fit_denoiser(vol, cfg.with_fit(steps=4, crop=16, batch=1), seed=0)
     assert den.report is not None and den.report.steps == 2 and den.config.fit.steps == 2
+
+
+def test_first_stage_ranges_on_a_smoothed_guide():
+    """medssl's first stage is a joint bilateral filter on a Gaussian-smoothed guide; the
+    published preset and later stages filter on their own input."""
+    model = build_model(preset("medssl").model)
+    assert [s.guide_sigma for s in model.stages] == [1.0, 0.0]
+    assert all(s.guide_sigma == 0 for s in build_model(preset("published").model).stages)
+    # flat noisy image, range sigma = the noise std: single noisy pixels differ by ~1.4 std,
+    # so the plain filter keeps much of the noise; the guide's differences are far smaller
+    gen = torch.Generator().manual_seed(0)
+    x = 0.05 * torch.randn(1, 1, 96, 96, generator=gen)
+    stage = model.stages[0]
+    with torch.no_grad():
+        stage.bias.copy_(torch.tensor([0.0, 0.0, 0.0]))  # sigmoid(0): half of each bound
+        stage.set_initial_range(0.05)
+        guided, _ = stage(x)
+        stage.guide_sigma = 0.0
+        plain, _ = stage(x)
+    assert guided.std() < 0.6 * plain.std()
+
+
+def test_models_saved_before_the_guide_load_without_it(fitted, tmp_path):
+    _, _, den = fitted
+    path = den.save(tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["model"]["guide_sigma"]  # what an older medssl wrote
+    torch.save(payload, path)
+    old = load_denoiser(path)
+    assert old.config.model.guide_sigma == 0.0
+    assert old.model.stages[0].guide_sigma == 0.0

@@ -11,10 +11,11 @@ import torch
 from medssl.ops.bilateral import loader
 
 
-def dense_bilateral(x, sigma_spatial, sigma_range, radius, eps=1e-3):
+def dense_bilateral(x, sigma_spatial, sigma_range, radius, eps=1e-3, guide=None):
     """Independent float64 oracle: an explicit loop over every voxel and window tap.
 
-    x: (B, C, *S) numpy; sigmas: numpy arrays broadcastable to (B, 1, *S).
+    x: (B, C, *S) numpy; sigmas: numpy arrays broadcastable to (B, 1, *S); guide: optional
+    (B, Cg, *S) numpy whose values give the range distance instead of x's (joint filter).
     Border rule written out here: reflect about the edge voxel, then clamp.
     """
     B, C, *S = x.shape
@@ -29,6 +30,7 @@ def dense_bilateral(x, sigma_spatial, sigma_range, radius, eps=1e-3):
             q = 2 * (n - 1) - q
         return min(max(q, 0), n - 1)
 
+    g = x if guide is None else guide
     sig = [np.broadcast_to(s, (B, 1, *S)) for s in sigma_spatial]
     sr = np.broadcast_to(sigma_range, (B, 1, *S))
     out = np.zeros_like(x, dtype=np.float64)
@@ -43,7 +45,7 @@ def dense_bilateral(x, sigma_spatial, sigma_range, radius, eps=1e-3):
                     s = max(float(sig[a][(b, 0, *i)]), eps)
                     logw -= d[a] ** 2 / (2 * s * s)
                 r = max(float(sr[(b, 0, *i)]), eps)
-                diff = x[(b, slice(None), *i)] - x[(b, slice(None), *j)]
+                diff = g[(b, slice(None), *i)] - g[(b, slice(None), *j)]
                 logw -= float(np.sum(diff**2)) / (2 * r * r)
                 w = np.exp(logw)
                 num += w * x[(b, slice(None), *j)]

@@ -16,6 +16,7 @@ from medssl.ops.bilateral import (
     BilateralFilter,
     bilateral_filter,
     dispatch_table,
+    joint_bilateral_filter,
     radius_for_sigma,
     set_backend,
 )
@@ -260,3 +261,57 @@ def test_without_compiled_kernels_the_op_still_exists(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "warnings 1" in proc.stdout and "ok" in proc.stdout
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_two_channels_float32_match_float64(use_backend, have_cpu_kernel, backend):
+    """The CPU kernel's two-channel path (an image and its guide) against float64, forward and
+    backward."""
+    use_backend(backend)
+    x64, sig64, sr64 = random_problem((2, 2, 11, 37), seed=23)
+    g = torch.randn(2, 2, 11, 37, dtype=torch.float64)
+    grads = []
+    for dtype in (torch.float64, torch.float32):
+        x = x64.to(dtype).requires_grad_()
+        sig = [s.to(dtype).requires_grad_() for s in sig64]
+        sr = sr64.to(dtype).requires_grad_()
+        out = bilateral_filter(x, sig, sr, (3, 2))
+        grads.append([out, *torch.autograd.grad(out, [x, *sig, sr], g.to(dtype))])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b.double(), a, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_joint_filter_matches_dense_formula(use_backend, have_cpu_kernel, backend):
+    """Range weights from the guide, values from x; exact gradients to x, guide and sigmas."""
+    use_backend(backend)
+    x, sig, sr = random_problem((2, 1, 7, 6), seed=29)
+    guide = torch.randn(2, 1, 7, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    got = joint_bilateral_filter(x, guide, sig, sr, (2, 3))
+    want = dense_bilateral(
+        x.numpy(), [s.numpy() for s in sig], sr.numpy(), (2, 3), guide=guide.numpy()
+    )
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-7, atol=1e-7)
+    # a guide equal to x is the plain filter (up to the 2^-28 share of x's own distance)
+    torch.testing.assert_close(
+        joint_bilateral_filter(x, x, sig, sr, (2, 3)),
+        bilateral_filter(x, sig, sr, (2, 3)),
+        rtol=1e-7,
+        atol=1e-7,
+    )
+    xs, gs, srs = (
+        t.clone().requires_grad_()
+        for t in (x[:1, :, :5, :4], guide[:1, :, :5, :4], sr[:1, :, :5, :4])
+    )
+    sigs = [s[:1, :, :5, :4].clone().requires_grad_() for s in sig]
+
+    def f(x, guide, sr, *sig):
+        return joint_bilateral_filter(x, guide, sig, sr, (1, 2))
+
+    assert torch.autograd.gradcheck(f, (xs, gs, srs, *sigs), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_joint_filter_checks_the_guide():
+    x = torch.zeros(1, 1, 4, 5)
+    with pytest.raises(ValueError, match="guide must be"):
+        joint_bilateral_filter(x, torch.zeros(1, 1, 4, 4), (1.0, 1.0), 0.1, 1)

@@ -19,15 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from medssl.denoise.filter2noise.filters import filter2d, gaussian_1d
 from medssl.denoise.filter2noise.sampling import local_shuffle, pair_downsample
 
 __all__ = ["LossParts", "dog_kernel", "edge_loss", "filter2noise_loss"]
-
-
-def _gaussian_1d(size: int, sigma: float) -> Tensor:
-    t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(t**2) / (2 * sigma**2))
-    return g / g.sum()
 
 
 def dog_kernel(size: int = 7, sigma1: float = 9.0, sigma2: float = 10.0) -> Tensor:
@@ -36,24 +31,14 @@ def dog_kernel(size: int = 7, sigma1: float = 9.0, sigma2: float = 10.0) -> Tens
     Shape:
         Output: ``(size, size)`` float32.
     """
-    g1 = _gaussian_1d(size, sigma1)
-    g2 = _gaussian_1d(size, sigma2)
+    g1 = gaussian_1d(size, sigma1)
+    g2 = gaussian_1d(size, sigma2)
     return (torch.outer(g1, g1) - torch.outer(g2, g2)).float()
-
-
-def _filter2d(x: Tensor, kernel: Tensor) -> Tensor:
-    """Convolve the last two axes of ``(B, C, [D,] H, W)`` with a 2D kernel (reflect borders)."""
-    k = kernel.to(x)
-    size = k.shape[-1]
-    flat = x.reshape(-1, 1, *x.shape[-2:])
-    mode = "reflect" if min(x.shape[-2:]) > size // 2 else "replicate"
-    flat = F.pad(flat, (size // 2,) * 4, mode=mode)
-    return F.conv2d(flat, k[None, None]).reshape(x.shape)
 
 
 def dog_response(x: Tensor, kernel: Tensor) -> Tensor:
     """``DoG * x`` over the last two axes (reflect borders)."""
-    return _filter2d(x, kernel)
+    return filter2d(x, kernel)
 
 
 def edge_loss(y: Tensor, X: Tensor, kernel: Tensor, noise_floor: float = 0.0) -> Tensor:
@@ -63,10 +48,10 @@ def edge_loss(y: Tensor, X: Tensor, kernel: Tensor, noise_floor: float = 0.0) ->
     share removed, ``sqrt(max(|DoG * y|^2 - noise_floor^2, 0))``: flat regions then ask for a
     flat output instead of the input's noise texture, whatever the noise level.
     """
-    target = _filter2d(y, kernel).abs()
+    target = filter2d(y, kernel).abs()
     if noise_floor > 0:
         target = (target.square() - noise_floor**2).clamp(min=0).sqrt()
-    return F.l1_loss(_filter2d(X, kernel).abs(), target)
+    return F.l1_loss(filter2d(X, kernel).abs(), target)
 
 
 @dataclass

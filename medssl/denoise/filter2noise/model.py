@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medssl.denoise.filter2noise.config import ModelConfig
+from medssl.denoise.filter2noise.filters import gaussian_blur
 from medssl.denoise.filter2noise.intensity import HU_PER_UNIT
 from medssl.denoise.filter2noise.predictors import (
     GlobalSigmaPredictor,
@@ -27,7 +28,7 @@ from medssl.denoise.filter2noise.predictors import (
     PatchAttentionPredictor,
     coord_grid,
 )
-from medssl.ops import bilateral_filter, radius_for_sigma
+from medssl.ops import bilateral_filter, joint_bilateral_filter, radius_for_sigma
 
 __all__ = ["AGBFStage", "Filter2Noise", "SigmaEdit", "build_model"]
 
@@ -77,6 +78,11 @@ class AGBFStage(nn.Module):
         range_max: Bound of the range sigma, in network units.
         init_spatial: Initial spatial sigma (pixels), for the bounded head.
         init_range: Initial range sigma (network units), for the bounded head.
+        guide_sigma: 0 (published): the range weights compare the stage's own input values.
+            > 0 (medssl's first stage): they compare a copy of the input smoothed in-plane by a
+            Gaussian of this sigma (pixels), a joint bilateral filter
+            (:func:`medssl.ops.joint_bilateral_filter`); the values averaged are still the
+            input's. The guide is fixed: edits scale the sigma maps, not the guide.
     """
 
     def __init__(
@@ -89,15 +95,19 @@ class AGBFStage(nn.Module):
         range_max: float = 1.0,
         init_spatial: float = 1.0,
         init_range: float = 0.1,
+        guide_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         if head not in ("bounded", "softplus"):
             raise ValueError(f"head must be 'bounded' or 'softplus', got {head!r}")
         if len(sigma_max) != nd:
             raise ValueError(f"sigma_max needs {nd} entries, got {sigma_max}")
+        if guide_sigma < 0:
+            raise ValueError(f"guide_sigma must be >= 0, got {guide_sigma}")
         self.predictor = predictor
         self.nd = nd
         self.head = head
+        self.guide_sigma = float(guide_sigma)
         self.register_buffer("bounds", torch.tensor([*sigma_max, range_max], dtype=torch.float32))
         self.register_buffer("lower", torch.zeros(nd + 1))
         # at most half the bound: a sigmoid started at its bound has no gradient (sigma_z, with
@@ -147,9 +157,12 @@ class AGBFStage(nn.Module):
             radius: tuple[int, ...] = self.radius
         else:  # published: window from the largest predicted spatial sigma (a host sync)
             radius = (radius_for_sigma(float(s[:, : self.nd].detach().max())),) * self.nd
-        out = bilateral_filter(
-            x, [s[:, a : a + 1] for a in range(self.nd)], s[:, self.nd :], radius
-        )
+        spatial = [s[:, a : a + 1] for a in range(self.nd)]
+        if self.guide_sigma > 0:
+            guide = gaussian_blur(x, self.guide_sigma)
+            out = joint_bilateral_filter(x, guide, spatial, s[:, self.nd :], radius)
+        else:
+            out = bilateral_filter(x, spatial, s[:, self.nd :], radius)
         return out, s
 
 
@@ -207,7 +220,7 @@ def build_model(cfg: ModelConfig) -> Filter2Noise:
     sigma_max = (cfg.sigma_max_z, cfg.sigma_max, cfg.sigma_max) if nd == 3 else (cfg.sigma_max,) * 2
     range_max = cfg.range_max_hu / HU_PER_UNIT if cfg.intensity == "hu" else 1.0
     stages = []
-    for _ in range(cfg.stages):
+    for k in range(cfg.stages):
         if cfg.predictor == "local":
             pred: nn.Module = LocalSigmaPredictor(nd, cfg.width, cfg.dilations, cfg.use_coords)
         elif cfg.predictor == "patch_attention":
@@ -227,6 +240,7 @@ def build_model(cfg: ModelConfig) -> Filter2Noise:
                 range_max=range_max,
                 init_spatial=cfg.init_spatial,
                 init_range=0.1 * range_max,
+                guide_sigma=cfg.guide_sigma if k == 0 else 0.0,
             )
         )
     return Filter2Noise(stages, nd, use_coords=cfg.use_coords)

@@ -11,6 +11,7 @@ from medssl.ops.bilateral.functional import (
     backend,
     bilateral_filter,
     dispatch_table,
+    joint_bilateral_filter,
     radius_for_sigma,
     set_backend,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "bilateral_filter_backward_reference",
     "bilateral_filter_reference",
     "dispatch_table",
+    "joint_bilateral_filter",
     "radius_for_sigma",
     "set_backend",
 ]

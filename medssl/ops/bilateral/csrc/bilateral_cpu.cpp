@@ -159,6 +159,7 @@ MEDSSL_INLINE void forward_row(const Args<T>& a, int64_t b, int64_t z, int64_t y
             num[i] += w * nb[i];
           }
         } else {
+#pragma omp simd
           for (int64_t i = 0; i < W; ++i) {
             T d2 = 0;
             for (int64_t c = 0; c < C; ++c) {
@@ -185,6 +186,10 @@ MEDSSL_CLONES void forward_row_f32_c1(const Args<float>& a, int64_t b, int64_t z
                                       float* s, float* out, float* norm) {
   forward_row<float, 1>(a, b, z, y, s, out, norm);
 }
+MEDSSL_CLONES void forward_row_f32_c2(const Args<float>& a, int64_t b, int64_t z, int64_t y,
+                                      float* s, float* out, float* norm) {
+  forward_row<float, 2>(a, b, z, y, s, out, norm);
+}
 MEDSSL_CLONES void forward_row_f32(const Args<float>& a, int64_t b, int64_t z, int64_t y,
                                    float* s, float* out, float* norm) {
   forward_row<float, 0>(a, b, z, y, s, out, norm);
@@ -193,6 +198,8 @@ void forward_row_any(const Args<float>& a, int64_t b, int64_t z, int64_t y, floa
                      float* n) {
   if (a.d.C == 1)
     forward_row_f32_c1(a, b, z, y, s, o, n);
+  else if (a.d.C == 2)  // an image and its guide (medssl's joint bilateral filter)
+    forward_row_f32_c2(a, b, z, y, s, o, n);
   else
     forward_row_f32(a, b, z, y, s, o, n);
 }
@@ -285,6 +292,7 @@ MEDSSL_INLINE void backward_row(const Args<T>& a, const T* g, const T* yout, con
             own[i] += t * diff;
           }
         } else {
+#pragma omp simd
           for (int64_t i = 0; i < W; ++i) {
             T d2 = 0, gx = 0;
             for (int64_t c = 0; c < C; ++c) {
@@ -354,6 +362,7 @@ MEDSSL_INLINE void backward_row(const Args<T>& a, const T* g, const T* yout, con
                 ac[i] += cr.gh[i] * w - T(2) * cr.ar[i] * t * diff;
               }
             } else {
+#pragma omp simd
               for (int64_t i = 0; i < W; ++i) {
                 T d2 = 0, gx = 0;
                 for (int64_t c = 0; c < C; ++c) {
@@ -388,6 +397,11 @@ MEDSSL_CLONES void backward_row_f32_c1(const Args<float>& a, const float* g, con
                                        float* s, const GradOut<float>& go) {
   backward_row<float, 1>(a, g, y, n, b, z, yr, s, go);
 }
+MEDSSL_CLONES void backward_row_f32_c2(const Args<float>& a, const float* g, const float* y,
+                                       const float* n, int64_t b, int64_t z, int64_t yr,
+                                       float* s, const GradOut<float>& go) {
+  backward_row<float, 2>(a, g, y, n, b, z, yr, s, go);
+}
 MEDSSL_CLONES void backward_row_f32(const Args<float>& a, const float* g, const float* y,
                                     const float* n, int64_t b, int64_t z, int64_t yr,
                                     float* s, const GradOut<float>& go) {
@@ -397,6 +411,8 @@ void backward_row_any(const Args<float>& a, const float* g, const float* y, cons
                       int64_t b, int64_t z, int64_t yr, float* s, const GradOut<float>& go) {
   if (a.d.C == 1)
     backward_row_f32_c1(a, g, y, n, b, z, yr, s, go);
+  else if (a.d.C == 2)
+    backward_row_f32_c2(a, g, y, n, b, z, yr, s, go);
   else
     backward_row_f32(a, g, y, n, b, z, yr, s, go);
 }
