@@ -474,8 +474,9 @@ def _plot_curve(groups: dict[int, list[dict]]) -> None:
     for case in cases:
         pts = [(s, r["psnr"]) for s in steps for r in groups[s] if r["case"] == case]
         ax.plot(*zip(*pts, strict=True), marker="o", lw=1, alpha=0.6, label=case)
+    full = [s for s in steps if len(groups[s]) == len(cases)]  # a mean over the same cases
     ax.plot(
-        steps, [np.mean([r["psnr"] for r in groups[s]]) for s in steps], "k-o", lw=2.5, label="mean"
+        full, [np.mean([r["psnr"] for r in groups[s]]) for s in full], "k-o", lw=2.5, label="mean"
     )
     ax.axvline(preset("medssl").fit.steps, color="grey", ls="--", label="default")
     ax.set_xscale("log")
