@@ -114,7 +114,7 @@ def _bm3d_oracle(case: Case, seed: int) -> np.ndarray:
 METHODS: dict[str, tuple[Callable[[Case, int], np.ndarray], bool]] = {
     "medssl": (_f2n("medssl"), True),
     "published": (_f2n("published"), False),
-    "global": (_f2n("global"), False),
+    "global": (_f2n("global"), True),
     "selfguided": (_f2n("medssl", guide_sigma=0.0), False),
     "zsn2n": (_zsn2n, False),
     "bm3d_blind": (_bm3d_blind, False),
