@@ -162,7 +162,12 @@ def denoise_job(
             derivation=f"Filter2Noise denoising by medssl ({config.name})",
             modality="CT",
         )
-        save_sigma_maps(maps, volume, tmp / "sigma_maps")
+        save_sigma_maps(
+            maps,
+            volume,
+            tmp / "sigma_maps",
+            guides=[stage.guide_sigma for stage in denoiser.model.stages],
+        )
         mid = volume.shape[0] // 2
         previews = tmp / "preview"
         previews.mkdir()

@@ -7,6 +7,7 @@ sigma in HU), plus ``stage{k}_overlay.png``: the central slice with each map ove
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,12 @@ def _overlay_png(image: np.ndarray, maps: list[tuple[str, np.ndarray]], path: Pa
 
 
 def save_sigma_maps(
-    sigma_maps: list[np.ndarray], volume: Volume, out_dir: str | Path, *, overwrite: bool = True
+    sigma_maps: list[np.ndarray],
+    volume: Volume,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = True,
+    guides: Sequence[float] | None = None,
 ) -> list[Path]:
     """Write the sigma maps of a denoising run.
 
@@ -48,6 +54,8 @@ def save_sigma_maps(
             then the range sigma (HU), as in :class:`~medssl.denoise.filter2noise.DenoiseResult`.
         volume: The input volume (grid and the image for the overlays).
         out_dir: Output folder (created).
+        guides: Per stage, the guide's Gaussian sigma in pixels (0: none); a guided stage's
+            range panel says its sigma applies to the smoothed guide.
 
     Returns:
         The written files.
@@ -69,7 +77,9 @@ def save_sigma_maps(
         rng = maps[:, nd]
         path = out / f"stage{k}_sigma_range_hu.nii.gz"
         written.append(write_volume(volume.with_array(rng), path, overwrite=overwrite))
-        panels.append((f"stage {k}: sigma_range (HU)", rng[zc]))
+        guide = float(guides[k]) if guides is not None else 0.0
+        on = f", {guide:g}-px guide" if guide > 0 else ""
+        panels.append((f"stage {k}: sigma_range (HU{on})", rng[zc]))
         png = out / f"stage{k}_overlay.png"
         _overlay_png(volume.array[zc], panels, png)
         written.append(png)
