@@ -237,8 +237,7 @@ def denoise(
     kind = "DICOM series" if output_format(written) == "dicom" else "image"
     out.print(f"wrote {kind} {written}; noise ~{noise_std_hu(result.array):.0f} HU")
     if sigma_maps is not None:
-        guides = [stage.guide_sigma for stage in denoiser.model.stages]
-        files = save_sigma_maps(maps, volume, sigma_maps, guides=guides)
+        files = save_sigma_maps(maps, volume, sigma_maps, guides=denoiser.model.guide_sigmas)
         out.print(f"wrote {len(files)} sigma-map files to {sigma_maps}")
     if save_model is not None:
         denoiser.save(save_model)

@@ -166,7 +166,7 @@ def denoise_job(
             maps,
             volume,
             tmp / "sigma_maps",
-            guides=[stage.guide_sigma for stage in denoiser.model.stages],
+            guides=denoiser.model.guide_sigmas,
         )
         mid = volume.shape[0] // 2
         previews = tmp / "preview"

@@ -14,17 +14,34 @@ from medssl.ssl.pretrain import pretrain
 from tests.ssl.volumes import TINY_CONFIG, write_collection
 
 
-@pytest.mark.ddp
-@pytest.mark.parametrize("method", ["s3d"])
-def test_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path, method):
+def _setup(tmp_path, steps):
+    """Tiny volumes and a config (SGD, batch 4) written as YAML: ``(data, cfg, config path)``.
+
+    SGD: Adam would turn the float noise in the (mathematically zero) gradients of conv biases
+    that feed an instance norm into full-size steps.
+    """
     data = write_collection(tmp_path / "vols")
     cfg = copy.deepcopy(TINY_CONFIG)
     cfg["data"]["cache_dir"] = str(tmp_path / "cache")
-    # SGD: Adam would turn the float noise in the (mathematically zero) gradients of conv
-    # biases that feed an instance norm into full-size steps
-    cfg["train"].update(steps=3, batch_size=4, checkpoint_every=2, optimizer="sgd", lr=0.01)
+    cfg["train"].update(steps=steps, batch_size=4, checkpoint_every=2, optimizer="sgd", lr=0.01)
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(cfg))
+    return data, cfg, config
+
+
+def _assert_same_weights(tmp_path):
+    """The torchrun run's final weights equal the single-process run's; returns both."""
+    ddp = load_checkpoint(tmp_path / "ddp" / "checkpoint_final.pt")
+    single = load_checkpoint(tmp_path / "single" / "checkpoint_final.pt")
+    for key, value in single["model"].items():
+        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-6, msg=key)
+    return ddp, single
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("method", ["s3d"])
+def test_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path, method):
+    data, cfg, config = _setup(tmp_path, steps=3)
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
     cmd = [
@@ -38,12 +55,9 @@ def test_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path, meth
     torch.set_num_threads(1)
     pretrain(method, data, tmp_path / "single", config=cfg, verbose=False)
 
-    ddp = load_checkpoint(tmp_path / "ddp" / "checkpoint_final.pt")
-    single = load_checkpoint(tmp_path / "single" / "checkpoint_final.pt")
+    ddp, single = _assert_same_weights(tmp_path)
     assert ddp["world_size"] == 2 and single["world_size"] == 1
     assert len(ddp["rng"]) == 2  # each rank's RNG state, for exact resume
-    for key, value in single["model"].items():
-        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-6, msg=key)
 
 
 @pytest.mark.ddp
@@ -52,12 +66,7 @@ def test_two_nodes_through_torchruns_rendezvous_match_one_process(tmp_path):
     launchers, one process each, meet through the c10d rendezvous on localhost (gloo)."""
     import socket
 
-    data = write_collection(tmp_path / "vols")
-    cfg = copy.deepcopy(TINY_CONFIG)
-    cfg["data"]["cache_dir"] = str(tmp_path / "cache")
-    cfg["train"].update(steps=2, batch_size=4, checkpoint_every=2, optimizer="sgd", lr=0.01)
-    config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump(cfg))
+    data, cfg, config = _setup(tmp_path, steps=2)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -79,8 +88,5 @@ def test_two_nodes_through_torchruns_rendezvous_match_one_process(tmp_path):
 
     torch.set_num_threads(1)
     pretrain("mae", data, tmp_path / "single", config=cfg, verbose=False)
-    ddp = load_checkpoint(tmp_path / "ddp" / "checkpoint_final.pt")
-    single = load_checkpoint(tmp_path / "single" / "checkpoint_final.pt")
+    ddp, _ = _assert_same_weights(tmp_path)
     assert ddp["world_size"] == 2
-    for key, value in single["model"].items():
-        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-6, msg=key)

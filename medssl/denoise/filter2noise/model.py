@@ -181,6 +181,11 @@ class Filter2Noise(nn.Module):
         self.nd = nd
         self.use_coords = use_coords
 
+    @property
+    def guide_sigmas(self) -> list[float]:
+        """Per stage, the Gaussian sigma (pixels) of its range guide (0: self-guided)."""
+        return [stage.guide_sigma for stage in self.stages]
+
     def _coords(self, x: Tensor, coords: Tensor | None) -> Tensor | None:
         if not self.use_coords:
             return None
