@@ -31,10 +31,13 @@ def fitted():
 def test_sigmas_are_bounded_and_vary_per_pixel(fitted):
     vol, _, den = fitted
     _, maps = apply_denoiser(den, vol)
+    # every range sigma is at least the stated fraction of the scan's noise (HU)
+    floor_hu = den.config.model.range_floor_noise * den.noise_std_hu
+    assert den.config.model.range_floor_noise == 0.3 and floor_hu > 1.0
     for m in maps:
         assert m.shape == (vol.shape[0], 3, *vol.shape[1:])
         assert (m[:, :2] > 0).all() and (m[:, :2] <= 3.0 + 1e-5).all()
-        assert (m[:, 2] > 0).all() and (m[:, 2] <= 1000.0 + 1e-3).all()
+        assert (m[:, 2] >= floor_hu * (1 - 1e-4)).all() and (m[:, 2] <= 1000.0 + 1e-3).all()
     # per-pixel maps: not constant over the image
     assert float(np.std(maps[0][:, 2])) > 1e-3
 

@@ -36,8 +36,13 @@ class ModelConfig:
         use_coords: Feed pixel coordinates to the predictor.
         init_spatial: Initial spatial sigma (pixels).
         init_range_noise: Initial range sigma as a multiple of the estimated noise std.
-        range_floor_noise: Lower bound of the range sigma as a multiple of the estimated noise
-            std (0: none).
+        range_floor_noise: Lower bound of every stage's range sigma as a multiple of the
+            estimated noise std of the input (0: none). Without it, the per-pixel maps switch
+            the second stage off in patches (range sigmas of 1-8 HU against 50-100 HU of noise)
+            where the self-supervised loss takes correlated noise for structure; 0.3 noise std
+            still keeps edges of a few tens of HU. Measured in ``benchmarks/ldct`` (quarter
+            dose, 13 cases, 3 seeds): +0.06 dB mean PSNR for the per-pixel maps, no case
+            below -0.05 dB; the global ablation's sigmas sit above the floor.
         intensity: ``"hu"`` (fixed HU / 1000) or ``"minmax"`` (per image, the published way).
         guide_sigma: The first stage's range weights compare a Gaussian-smoothed copy of the
             image (this sigma, pixels, in-plane) instead of single noisy pixels: a joint
@@ -58,7 +63,7 @@ class ModelConfig:
     use_coords: bool = True
     init_spatial: float = 1.0
     init_range_noise: float = 2.0
-    range_floor_noise: float = 0.0
+    range_floor_noise: float = 0.3
     intensity: str = "hu"
     guide_sigma: float = 1.0
 
