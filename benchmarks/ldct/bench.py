@@ -437,9 +437,10 @@ def cmd_report(args: argparse.Namespace) -> None:
             for c in cases:
                 for r in by[(dose, "medssl", c)]:
                     seeds[r["seed"]].append(r["psnr"])
-            per_seed = [float(np.mean(v)) for v in seeds.values()]
+            per_seed = [float(np.mean(seeds[k])) for k in sorted(seeds)]
             print(
-                f"\nmedssl mean PSNR per seed: {', '.join(f'{v:.2f}' for v in per_seed)} "
+                f"\nmedssl mean PSNR per seed ({', '.join(str(k) for k in sorted(seeds))}): "
+                f"{', '.join(f'{v:.2f}' for v in per_seed)} "
                 f"(spread {max(per_seed) - min(per_seed):.2f} dB)"
             )
             _targets(by, dose, present, cases)
