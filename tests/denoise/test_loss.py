@@ -46,3 +46,27 @@ def test_loss_gradients_reach_the_model():
     parts = filter2noise_loss(lambda x, c: x * w, torch.randn(1, 1, 8, 8), None, lam=10.0, kernel=k)
     parts.total.backward()
     assert w.grad is not None and torch.isfinite(w.grad)
+
+
+def test_views_in_one_batch_give_the_same_loss_and_gradients():
+    from medssl.denoise.filter2noise import build_model, preset
+    from medssl.denoise.filter2noise.predictors import coord_grid
+
+    torch.manual_seed(0)
+    model = build_model(preset("medssl").model)
+    for p in model.parameters():  # a non-trivial predictor (its last layer starts at zero)
+        torch.nn.init.normal_(p, std=0.2)
+    y = 0.05 * torch.randn(3, 1, 16, 16)
+    coords = coord_grid((16, 16)).expand(3, -1, -1, -1).clone()
+    coords[1] += 0.1  # crops with their own positions
+    k = dog_kernel()
+    results = []
+    for batch_views in (False, True):
+        model.zero_grad()
+        parts = filter2noise_loss(model, y, coords, lam=100.0, kernel=k, batch_views=batch_views)
+        parts.total.backward()
+        results.append((parts.total.detach(), [p.grad.clone() for p in model.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b)
+    for ga, gb in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
