@@ -132,8 +132,6 @@ def fit_model(
         resp = torch.cat([dog_response(i, kernel).reshape(-1) for i in images])
         tissue = torch.cat([(i > TISSUE_THRESHOLD).reshape(-1) for i in images])
         floor = cfg.edge_noise_floor * robust_std(resp, tissue)
-    # one call for both views where each batch item is filtered on its own (static radius)
-    batch_views = all(stage.radius is not None for stage in model.stages)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = OneCycleAdamW(params, cfg.lr, cfg.steps, weight_decay=cfg.weight_decay)
     report = FitReport()
@@ -148,7 +146,7 @@ def fit_model(
             kernel=kernel,
             shuffle=cfg.shuffle,
             noise_floor=floor,
-            batch_views=batch_views,
+            batch_views=model.filters_items_independently,
         )
         opt.zero_grad()
         parts.total.backward()

@@ -186,6 +186,12 @@ class Filter2Noise(nn.Module):
         """Per stage, the Gaussian sigma (pixels) of its range guide (0: self-guided)."""
         return [stage.guide_sigma for stage in self.stages]
 
+    @property
+    def filters_items_independently(self) -> bool:
+        """Whether each batch item's output depends on that item alone: true unless a stage
+        picks its kernel radius from the batch's largest sigma (the published head)."""
+        return all(stage.radius is not None for stage in self.stages)
+
     def _coords(self, x: Tensor, coords: Tensor | None) -> Tensor | None:
         if not self.use_coords:
             return None
