@@ -1,7 +1,8 @@
 """Derived DICOM series writer.
 
 Writes a :class:`~medssl.io.Volume` as a classic single-frame DICOM series (CT Image Storage
-for CT, MR Image Storage for MR, Secondary Capture otherwise) that any PACS or viewer reads:
+for CT, MR Image Storage for MR from a classic MR source, whose acquisition attributes it keeps,
+Secondary Capture otherwise) that any PACS or viewer reads and ``dciodvfy`` accepts:
 
 * new SeriesInstanceUID and SOPInstanceUIDs, derived deterministically
   (:func:`medssl.io.uids.derive_uid`) from the source UID, the medssl version and the
@@ -54,6 +55,7 @@ _COPIED = (
     "PatientWeight",
     "PatientIdentityRemoved",
     "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
     "StudyInstanceUID",
     "StudyDate",
     "StudyTime",
@@ -67,6 +69,8 @@ _COPIED = (
     "InstitutionName",
     "ManufacturerModelName",
     "BodyPartExamined",
+    "Laterality",
+    "ImageLaterality",
     "PatientPosition",
     "KVP",
     "ConvolutionKernel",
@@ -85,6 +89,24 @@ _TYPE2 = (
     "PositionReferenceIndicator",
     "Manufacturer",
 )
+# The MR Image module's acquisition attributes, kept from a classic MR source (Type 2 ones are
+# written empty when the source lacks them).
+_MR_COPIED = (
+    "ScanningSequence",
+    "SequenceVariant",
+    "ScanOptions",
+    "MRAcquisitionType",
+    "SequenceName",
+    "RepetitionTime",
+    "EchoTime",
+    "InversionTime",
+    "EchoTrainLength",
+    "MagneticFieldStrength",
+    "ImagedNucleus",
+    "ImagingFrequency",
+    "FlipAngle",
+)
+_MR_TYPE2 = ("ScanOptions", "MRAcquisitionType", "RepetitionTime", "EchoTime", "EchoTrainLength")
 
 
 def _medssl_version() -> str:
@@ -101,6 +123,18 @@ def _ds_str(x: float) -> str:
         if len(s) <= 16:
             return s
     return f"{x:.3e}"
+
+
+def _patient_orientation(row_cos: np.ndarray, col_cos: np.ndarray) -> list[str]:
+    """PatientOrientation: the LPS letters of the row and column directions, main one first."""
+    values = []
+    for v in (row_cos, col_cos):
+        letters = ""
+        for axis in np.argsort(-np.abs(v)):
+            if abs(v[axis]) > 1e-3:
+                letters += ("LR", "PA", "HF")[axis][0 if v[axis] > 0 else 1]
+        values.append(letters)
+    return values
 
 
 def quantise_int16(array: np.ndarray, modality: str) -> tuple[np.ndarray, float, float]:
@@ -215,6 +249,18 @@ def write_dicom_series(
 
     series_uid = derive_uid(source_key, version_str, settings_text, "series")
     sop_class = _SOP_CLASS.get(mod, _SECONDARY_CAPTURE)
+    # The MR Image IOD needs the acquisition's sequence attributes (an enhanced MR has them per
+    # frame, a non-DICOM image not at all): without them the output is a Secondary Capture.
+    mr_keys = ("ScanningSequence", "SequenceVariant")
+    mr_source = template if template is not None and all(k in template for k in mr_keys) else None
+    mr_image = sop_class == _SOP_CLASS["MR"] and mr_source is not None
+    if sop_class == _SOP_CLASS["MR"] and not mr_image:
+        sop_class = _SECONDARY_CAPTURE
+    image_type = ["DERIVED", "SECONDARY"]
+    if mod == "CT":
+        image_type.append("AXIAL")
+    elif mr_source is not None and mr_image:  # value 3 is required for MR: the source's
+        image_type += list(mr_source.get("ImageType", []))[2:3] or ["OTHER"]
     stored, slope, intercept = quantise_int16(arr, mod)
 
     row_cos = volume.direction[:, 2]
@@ -253,10 +299,19 @@ def write_dicom_series(
                 ds.PatientName = "MEDSSL^ANONYMOUS"
                 ds.PatientID = f"MEDSSL-{content[:12]}"
                 ds.PatientIdentityRemoved = "YES"
+                ds.DeidentificationMethod = "medssl: made from a non-DICOM image, no patient data"
                 ds.Manufacturer = "medssl"
-            for kw in _TYPE2:
+            if mr_source is not None and mr_image:
+                for kw in _MR_COPIED:
+                    if kw in mr_source:
+                        ds[kw] = mr_source[kw]
+            for kw in _TYPE2 + (_MR_TYPE2 if mr_image else ()):
                 if kw not in ds:
                     setattr(ds, kw, "")
+            if not any(kw in ds for kw in ("Laterality", "ImageLaterality", "BodyPartExamined")):
+                ds.Laterality = ""  # Type 2C, needed unless the body part is known to be unpaired
+            if sop_class != _SECONDARY_CAPTURE and "PatientPosition" not in ds:
+                ds.PatientPosition = ""
             ds.StudyInstanceUID = study_uid
             ds.FrameOfReferenceUID = for_uid
             ds.Modality = mod
@@ -266,14 +321,7 @@ def write_dicom_series(
             ds.SeriesNumber = series_number
             ds.SeriesDescription = series_description[:64]
             ds.InstanceNumber = k + 1
-            ds.ImageType = (
-                ["DERIVED", "SECONDARY", "AXIAL"]
-                if mod == "CT"
-                else [
-                    "DERIVED",
-                    "SECONDARY",
-                ]
-            )
+            ds.ImageType = image_type
             ds.DerivationDescription = derivation[:1024]
             ds.SoftwareVersions = f"medssl {version_str}"
             if per_slice:
@@ -287,6 +335,9 @@ def write_dicom_series(
                 ds.KVP = ""
             if mod == "CT":
                 ds.AcquisitionNumber = ""
+            if sop_class == _SECONDARY_CAPTURE:
+                ds.ConversionType = "WSD"  # made on a workstation
+                ds.PatientOrientation = _patient_orientation(row_cos, col_cos)
             position = np.asarray(volume.origin) + volume.direction[:, 0] * dz * k
             ds.ImagePositionPatient = [_ds_str(float(v)) for v in position]
             ds.ImageOrientationPatient = [_ds_str(float(v)) for v in (*row_cos, *col_cos)]
@@ -301,9 +352,11 @@ def write_dicom_series(
             ds.BitsStored = 16
             ds.HighBit = 15
             ds.PixelRepresentation = 1
-            ds.RescaleIntercept = _ds_str(intercept)
-            ds.RescaleSlope = _ds_str(slope)
-            ds.RescaleType = "HU" if mod == "CT" else "US"
+            if not mr_image or (slope, intercept) != (1.0, 0.0):  # not in the MR Image IOD
+                ds.RescaleIntercept = _ds_str(intercept)
+                ds.RescaleSlope = _ds_str(slope)
+            if not mr_image:
+                ds.RescaleType = "HU" if mod == "CT" else "US"
             if mod == "CT":
                 ds.WindowCenter, ds.WindowWidth = "40", "400"
             ds.PixelData = np.ascontiguousarray(stored[k]).astype("<i2").tobytes()
