@@ -69,9 +69,16 @@ def test_shards_together_write_what_one_run_writes(medssl, studies, tmp_path):
     assert r.code == 0, r.stderr
     assert "4 series" in r.stdout
     sharded = tmp_path / "sharded"
+    finished = []  # per shard run: the series done so far and when their record was written
     for i in range(2):
         r = medssl("denoise", "--batch", studies, "-o", sharded, "--shard", f"{i}/2", *FAST)
         assert r.code == 0, r.stderr
+        finished.append({p.parent.name: p.stat().st_mtime_ns for p in sharded.glob("*/job.json")})
+    # each shard did only its part: shard 0 some series, shard 1 the others and nothing of 0's
+    by_0, by_1 = set(finished[0]), set(finished[1]) - set(finished[0])
+    assert by_0 and by_1, "one shard did every series"
+    assert all(finished[1][k] == t for k, t in finished[0].items())
+    assert all(int(k, 16) % 2 == 0 for k in by_0) and all(int(k, 16) % 2 == 1 for k in by_1)
     one, two = _outputs(single), _outputs(sharded)
     assert sorted(one) == sorted(two) and len(one) == 4
     for key in one:
