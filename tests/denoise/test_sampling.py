@@ -42,10 +42,35 @@ def test_local_shuffle_swaps_the_most_similar_pair():
     assert ((xb != yb).sum(-1) == 2).all()
 
 
+def _shuffle_by_loops(x: torch.Tensor) -> torch.Tensor:
+    """The local shuffle written out block by block: the pair with the smallest L1 distance
+    summed over the channels (first in the documented order on ties) swaps, in every channel."""
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    cells = [(0, 0), (0, 1), (1, 0), (1, 1)]  # positions 0..3: tl, tr, bl, br
+    y = x.clone()
+    for b in range(x.shape[0]):
+        for i in range(0, x.shape[-2], 2):
+            for j in range(0, x.shape[-1], 2):
+                block = [x[b, :, i + di, j + dj] for di, dj in cells]
+                dist = [float((block[p] - block[q]).abs().sum()) for p, q in pairs]
+                p, q = pairs[dist.index(min(dist))]
+                (pi, pj), (qi, qj) = cells[p], cells[q]
+                y[b, :, i + pi, j + pj] = block[q]
+                y[b, :, i + qi, j + qj] = block[p]
+    return y
+
+
 def test_local_shuffle_uses_all_channels_and_is_deterministic():
-    x = torch.randn(1, 3, 4, 4)
-    torch.testing.assert_close(local_shuffle(x), local_shuffle(x))
-    assert local_shuffle(torch.randn(1, 1, 2, 4, 6)).shape == (1, 1, 2, 4, 6)
+    # channel 0 alone would swap (tl, tr); summed over both channels (bl, br) is closest
+    x = torch.tensor([[[[0.0, 1.0], [5.0, 7.0]], [[0.0, 9.0], [20.0, 20.5]]]])
+    assert local_shuffle(x).tolist() == [[[[0.0, 1.0], [7.0, 5.0]], [[0.0, 9.0], [20.5, 20.0]]]]
+    x = torch.randn(2, 3, 6, 8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(local_shuffle(x), _shuffle_by_loops(x), rtol=0, atol=0)
+    torch.testing.assert_close(local_shuffle(x), local_shuffle(x), rtol=0, atol=0)
+    x = torch.randn(1, 2, 3, 4, 6, generator=torch.Generator().manual_seed(1))  # 3D: per slice
+    y = local_shuffle(x)
+    for d in range(3):
+        torch.testing.assert_close(y[:, :, d], _shuffle_by_loops(x[:, :, d]), rtol=0, atol=0)
 
 
 def test_pad_to_even():
