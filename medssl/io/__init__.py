@@ -11,6 +11,7 @@ from medssl.io.errors import InputError, MedsslError, MultipleSeriesError
 from medssl.io.itk_io import ITK_SUFFIXES, from_sitk, read_itk, to_sitk, write_itk
 from medssl.io.load import detect_format, output_format, read_volume, write_volume
 from medssl.io.safe_meta import IDENTIFYING_KEYWORDS, SAFE_KEYWORDS, safe_metadata, series_key
+from medssl.io.torchfile import load_tensors_file
 from medssl.io.uids import canonical_settings, derive_uid
 from medssl.io.volume import AXIAL, DicomSource, Volume, orientation_code
 
@@ -34,6 +35,7 @@ __all__ = [
     "find_series",
     "from_sitk",
     "is_dicom_file",
+    "load_tensors_file",
     "orientation_code",
     "output_format",
     "prepare_output",

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medssl.io import load_tensors_file
 from medssl.ssl.distributed import DistInfo, all_reduce_mean, local_only
 
 __all__ = [
@@ -42,6 +43,11 @@ __all__ = [
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_FINAL = "checkpoint_final.pt"
+_REFUSED_HINT = (
+    "use a checkpoint written by this version of medssl pretrain; those of earlier medssl "
+    "builds hold NumPy objects and are not read: start a new run (its checkpoints resume and "
+    "export)"
+)
 
 
 @dataclass(frozen=True)
@@ -140,10 +146,19 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {
+    """This process's RNG states as tensors and plain values (a file that loads with
+    ``weights_only=True``): NumPy's key array becomes an int64 tensor."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": random.getstate(),  # (version, tuple of ints, None): plain values already
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -152,8 +167,18 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    npy = state["numpy"]
+    np.random.set_state(
+        (
+            npy["kind"],
+            npy["keys"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -169,8 +194,16 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load an engine checkpoint on the CPU (works on machines without the saving GPU)."""
-    return torch.load(Path(path), map_location="cpu", weights_only=False)
+    """Load an engine checkpoint on the CPU (works on machines without the saving GPU).
+
+    Only tensors and plain values are read (``weights_only=True``): nothing in the file runs.
+
+    Raises:
+        InputError: The file is refused (it holds other Python objects, as the checkpoints of
+            earlier medssl builds did: NumPy's RNG state as an array), damaged, or not a
+            checkpoint.
+    """
+    return load_tensors_file(path, hint=_REFUSED_HINT)
 
 
 @dataclass

@@ -71,25 +71,18 @@ class FittedDenoiser:
 def load_denoiser(path: str | Path, *, device: str | torch.device = "cpu") -> FittedDenoiser:
     """Load a model saved by :meth:`FittedDenoiser.save`.
 
-    Raises:
-        InputError: The file is not a medssl Filter2Noise model.
-    """
-    from medssl.io import InputError
+    Only tensors and plain values are read from the file (``weights_only=True``): a file that
+    holds other Python objects is refused and nothing in it runs.
 
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        raise InputError(
-            f"cannot read the model file ({type(exc).__name__})",
-            path=path,
-            hint="pass a .pt file written by `medssl denoise --save-model`",
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise InputError(
-            "not a medssl Filter2Noise model",
-            path=path,
-            hint="pass a .pt file written by `medssl denoise --save-model`",
-        )
+    Raises:
+        InputError: The file is refused, unreadable, or not a medssl Filter2Noise model.
+    """
+    from medssl.io import InputError, load_tensors_file
+
+    hint = "pass a .pt file written by `medssl denoise --save-model`"
+    payload = load_tensors_file(path, hint=hint)  # tensors and plain values only: no code runs
+    if payload.get("format") != _FORMAT:
+        raise InputError("not a medssl Filter2Noise model", path=path, hint=hint)
     config = F2NConfig.from_dict(payload["config"])
     model = build_model(config.model).to(device)
     model.load_state_dict(payload["state_dict"])

@@ -19,27 +19,26 @@ import torch
 from torch import nn
 
 from medssl import __version__
-from medssl.io.errors import InputError
+from medssl.io import InputError, load_tensors_file
 from medssl.models.unet import build_network
 
 __all__ = ["EXPORT_FORMAT", "check_weights_fit", "export_nnunet", "read_export"]
 
 EXPORT_FORMAT = "medssl-nnunet-export/1"
 _SKIPPED_BY_NNUNET = ".seg_layers."
+_REFUSED_HINT = (
+    "give a checkpoint written by this version of medssl pretrain, a file written by medssl "
+    "export-nnunet, or an nnU-Net checkpoint; pretraining checkpoints of earlier medssl builds "
+    "are not read (start a new run)"
+)
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load(path: Path, *, numpy_scalars: bool = False) -> dict[str, Any]:
+    """Tensors and plain values only (nothing in the file runs); see
+    :func:`medssl.io.load_tensors_file`. ``numpy_scalars``: nnU-Net's own checkpoints."""
     if not path.is_file():
         raise InputError("no such checkpoint", path=path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: say so, not a traceback
-        raise InputError(
-            f"not a readable PyTorch checkpoint ({type(exc).__name__})", path=path
-        ) from None
-    if not isinstance(obj, dict):
-        raise InputError("not a medssl checkpoint (no dictionary inside)", path=path)
-    return obj
+    return load_tensors_file(path, numpy_scalars=numpy_scalars, hint=_REFUSED_HINT)
 
 
 def check_weights_fit(weights: dict[str, torch.Tensor], network: nn.Module) -> list[str]:

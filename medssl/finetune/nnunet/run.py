@@ -195,11 +195,21 @@ def _device(requested: str) -> str:
     return requested
 
 
-def _load_weights(path: Path, run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _read_pretrained(path: Path) -> dict[str, Any]:
+    """The ``--pretrained`` file's content, read before any work: tensors and plain values only
+    (a file that holds other Python objects is refused and nothing in it runs); nnU-Net's own
+    checkpoints add NumPy scalars, read as numbers. On the CPU, whatever device saved it."""
+    return _load(path, numpy_scalars=True)
+
+
+def _load_weights(
+    path: Path, run_dir: Path, obj: dict[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a medssl export, a medssl pretraining checkpoint or an nnU-Net weights file on the
-    CPU, and write the CPU copy nnU-Net will load to ``run_dir/pretrained.pth``."""
+    CPU (``obj``: its content, already read by :func:`_read_pretrained`), and write the CPU
+    copy nnU-Net will load to ``run_dir/pretrained.pth``."""
     target = run_dir / "pretrained.pth"
-    obj = _load(path)  # on the CPU, whatever device the tensors were saved from
+    obj = _read_pretrained(path) if obj is None else obj
     if "network_weights" not in obj and "model" in obj:
         # a medssl pretraining checkpoint: export it (strips S3D's wrappers, checks the fit)
         export_nnunet(path, target, overwrite=True)
@@ -343,6 +353,7 @@ def finetune(settings: FinetuneSettings, run_dir: str | Path) -> FinetuneResult:
     check_not_input(run_dir, inputs)
     resumed = _check_settings(run_dir, settings)
     device = _device(settings.device)
+    pretrained = _read_pretrained(Path(settings.pretrained)) if settings.pretrained else None
     if device == "cpu" and settings.trainer == "nnUNetTrainer_medssl" and not settings.epochs:
         log.warning(
             "nnU-Net's full budget (1000 epochs x 250 iterations) takes days on a CPU; for a "
@@ -360,7 +371,7 @@ def finetune(settings: FinetuneSettings, run_dir: str | Path) -> FinetuneResult:
     weights: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {}
     if settings.pretrained is not None:
-        weights, meta = _load_weights(Path(settings.pretrained), run_dir)
+        weights, meta = _load_weights(Path(settings.pretrained), run_dir, pretrained)
     modality = settings.modality
     if modality is None:
         norm = (meta.get("preprocessing") or {}).get("normalization", "ZScoreNormalization")
