@@ -1,6 +1,6 @@
 """The LDCT benchmark's cases: real CT slices with simulated low-dose versions (cached).
 
-Cases (all from DATA.md's real CT; fetched with `medssl data fetch`):
+Cases (all from the real CT of docs/data.md; fetched with `medssl data fetch`):
 
 * ``lung1_z{8,16,24,32,40}``: five slices of the lung1 chest CT, 512x512, 0.57 mm;
 * ``lung1_z*_256``: the same slices resampled to 256x256 (area averaging), 1.14 mm;

@@ -11,7 +11,7 @@ Commands (from the repository root, with the project's environment)::
     .venv/bin/python benchmarks/pretrain/bench.py plot      # curve.png
     .venv/bin/python benchmarks/pretrain/bench.py report    # RESULTS.md tables (stdout)
 
-Data (DATA.md, fetched from the package registries): training volumes from four sources
+Data (docs/data.md, fetched from the package registries): training volumes from four sources
 (Colin27 / mricron-data, ICBM152 / nilearn, MNI152 / nimare, the NIST phantom DICOM series /
 mrbias); held-out volumes from two other sources (the ITK examples head MR and the pyradiomics
 brain and breast MR). The brain templates share one space, so the split is by source.

