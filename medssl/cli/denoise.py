@@ -13,13 +13,19 @@ from medssl.cli._console import err, out
 from medssl.io import (
     InputError,
     check_not_input,
+    check_writable,
+    is_owned,
     output_format,
+    output_group,
     prepare_output,
     read_volume,
     write_volume,
 )
 
-__all__ = ["denoise"]
+__all__ = ["SOME_SKIPPED", "denoise"]
+
+#: Exit code of a batch that finished with some series skipped.
+SOME_SKIPPED = 3
 
 
 def denoise(
@@ -156,18 +162,21 @@ def denoise(
     for target in (output, sigma_maps, save_model):
         if target is not None:
             check_not_input(target, inputs)
+    # every output location is checked before any work: nothing is fitted for an output
+    # that cannot be written
     prepare_output(output, overwrite=overwrite)
     if save_model is not None:
         prepare_output(save_model, overwrite=overwrite)
-    if (
-        sigma_maps is not None
-        and sigma_maps.exists()
-        and any(sigma_maps.iterdir())
-        and not overwrite
-    ):
-        raise InputError(
-            "the sigma-map folder is not empty", path=sigma_maps, hint="pass --overwrite"
-        )
+    if sigma_maps is not None:
+        occupied = sigma_maps.exists() and (not sigma_maps.is_dir() or any(sigma_maps.iterdir()))
+        if occupied and not (overwrite and is_owned(sigma_maps)):
+            why = " medssl did not make it, so --overwrite does not replace it" if overwrite else ""
+            raise InputError(
+                f"the sigma-map folder exists and is not empty;{why}".rstrip(";"),
+                path=sigma_maps,
+                hint="choose a new folder" + ("" if overwrite else ", or pass --overwrite"),
+            )
+        check_writable(sigma_maps)
 
     volume = read_volume(src, series=series)
     for warning in volume.warnings:
@@ -224,23 +233,30 @@ def denoise(
         "roi": roi,
         "roi_factor": roi_factor if roi else None,
     }
-    written = write_volume(
-        result,
-        output,
-        overwrite=overwrite,
-        settings=settings,
-        derivation=(
-            f"Filter2Noise denoising by medssl ({denoiser.config.name}, strength {strength})"
-        ),
-        series_description=None,
-    )
+    # the image, the sigma maps and the model appear together, or none of them does
+    with output_group():
+        written = write_volume(
+            result,
+            output,
+            overwrite=overwrite,
+            settings=settings,
+            derivation=(
+                f"Filter2Noise denoising by medssl ({denoiser.config.name}, strength {strength})"
+            ),
+            series_description=None,
+        )
+        files = []
+        if sigma_maps is not None:
+            files = save_sigma_maps(
+                maps, volume, sigma_maps, guides=denoiser.model.guide_sigmas, overwrite=overwrite
+            )
+        if save_model is not None:
+            denoiser.save(save_model)
     kind = "DICOM series" if output_format(written) == "dicom" else "image"
     out.print(f"wrote {kind} {written}; noise ~{noise_std_hu(result.array):.0f} HU")
     if sigma_maps is not None:
-        files = save_sigma_maps(maps, volume, sigma_maps, guides=denoiser.model.guide_sigmas)
         out.print(f"wrote {len(files)} sigma-map files to {sigma_maps}")
     if save_model is not None:
-        denoiser.save(save_model)
         out.print(f"saved the model to {save_model}")
     out.print(f"done in {time.perf_counter() - t0:.1f} s")
 
@@ -264,7 +280,6 @@ def _batch(
         preset(preset_name)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    check_not_input(output, [folder])
     part = parse_shard(shard) if shard else None
     settings = {"preset": preset_name, "mode": mode, "seed": seed, "steps": steps}
 
@@ -272,14 +287,23 @@ def _batch(
         assert record is not None
         if state == "skip":
             out.print(f"{job.key}: already done")
+        elif state == "failed":
+            out.print(f"{job.key}: skipped: {record['reason']}")
         else:
             out.print(
                 f"{job.key}: noise {record['noise_hu_before']:.0f} -> "
                 f"{record['noise_hu_after']:.0f} HU in {record['seconds']:.0f} s"
             )
 
-    records = run_batch(
+    result = run_batch(
         folder, output, settings, shard=part, device=device, threads=threads, progress=report
     )
     label = f" (shard {shard})" if shard else ""
-    out.print(f"{len(records)} series{label} in {output}; done in {time.perf_counter() - t0:.1f} s")
+    seconds = time.perf_counter() - t0
+    out.print(f"{len(result.done)} series{label} in {output}; done in {seconds:.1f} s")
+    if result.skipped:
+        err.print(
+            f"[yellow]{len(result.skipped)} series skipped[/yellow] (reasons above and in "
+            f"{escape(str(output / 'skipped'))}); exit code {SOME_SKIPPED}"
+        )
+        raise typer.Exit(SOME_SKIPPED)

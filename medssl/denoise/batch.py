@@ -9,6 +9,13 @@ recording the settings and results. Re-running skips jobs whose output exists wi
 settings, so a killed run resumes where it stopped; ``shard=(i, n)`` runs the jobs whose key
 hashes to ``i`` modulo ``n``, so ``n`` scheduler tasks (a Slurm job array) split a folder with
 no coordination and together write exactly what one run writes.
+
+A series that cannot be denoised (not a CT, unreadable, a failing fit) does not stop the
+batch: it is skipped, recorded in ``OUTDIR/skipped/<key>.json`` with the reason and listed in
+the result; a later run retries it. The output folder is medssl's (a ``.medssl-owned``
+marker): an existing non-empty folder without it is refused, and so is an output folder that
+is, holds or lies inside the input. Temporary folders left by killed runs are removed by the
+next run.
 """
 
 from __future__ import annotations
@@ -17,22 +24,44 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medssl.data.volumes import DEFAULT_EXCLUDE, _excluded, _is_volume_file
-from medssl.io import InputError, find_series, is_dicom_file, read_volume, write_volume
+from medssl.io import (
+    OWNER_MARKER,
+    InputError,
+    MedsslError,
+    atomic_dir,
+    check_not_input,
+    claim_folder,
+    clean_stale_temps,
+    find_series,
+    is_dicom_file,
+    list_files,
+    read_volume,
+    write_json,
+    write_volume,
+)
 
-__all__ = ["DenoiseJob", "find_jobs", "parse_shard", "run_batch", "shard_jobs"]
+__all__ = [
+    "BatchResult",
+    "DenoiseJob",
+    "batch_input_root",
+    "find_jobs",
+    "parse_shard",
+    "run_batch",
+    "shard_jobs",
+]
 
 log = logging.getLogger(__name__)
 JOB_RECORD = "job.json"
+SKIPPED_FOLDER = "skipped"
 
 
 @dataclass(frozen=True)
@@ -49,18 +78,24 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def batch_input_root(folder: str | Path) -> Path:
+    """What a batch input really reads: a DICOM file stands for its whole folder."""
+    root = Path(folder)
+    return root.parent if root.is_file() and is_dicom_file(root) else root
+
+
 def find_jobs(folder: str | Path) -> list[DenoiseJob]:
     """The series under ``folder`` (any nesting), sorted by key.
+
+    A DICOM file stands for the series of its folder; file links that lead out of the folder
+    are not followed.
 
     Raises:
         InputError: ``folder`` is not a folder or holds no image series.
     """
-    root = Path(folder)
-    if root.is_file():  # one image file (or one DICOM file's series)
-        if is_dicom_file(root):
-            root = root.parent
-        else:
-            return [DenoiseJob(_hash("file:" + root.name), str(root), None)]
+    root = batch_input_root(folder)
+    if root.is_file():  # one image file
+        return [DenoiseJob(_hash("file:" + root.name), str(root), None)]
     if not root.is_dir():
         raise InputError("no such folder of series", path=root)
     jobs: dict[str, DenoiseJob] = {}
@@ -69,8 +104,8 @@ def find_jobs(folder: str | Path) -> list[DenoiseJob]:
         parent = Path(os.path.commonpath([str(f.parent) for f in s.files]))
         key = _hash("uid:" + s.uid)
         jobs[key] = DenoiseJob(key, str(parent), s.key)
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and _is_volume_file(p) and not _excluded(p, DEFAULT_EXCLUDE):
+    for p in list_files(root):
+        if _is_volume_file(p) and not _excluded(p, DEFAULT_EXCLUDE):
             key = _hash("file:" + p.relative_to(root).as_posix())
             jobs[key] = DenoiseJob(key, str(p), None)
     if not jobs:
@@ -136,7 +171,7 @@ def denoise_job(
     volume = read_volume(job.path, series=job.series)
     if volume.modality not in ("CT", "OT") or not volume.looks_like_ct():
         raise InputError(
-            f"job {job.key}: not a CT in Hounsfield units (modality {volume.modality})",
+            f"not a CT in Hounsfield units (modality {volume.modality})",
             hint="batch denoising takes CT series only; move other series out of the folder",
         )
     config = preset(settings["preset"])
@@ -148,16 +183,16 @@ def denoise_job(
         torch.set_num_threads(threads)
     denoiser = fit_denoiser(volume, config, seed=int(settings["seed"]), device=device)
     result, maps = apply_denoiser(denoiser, volume, device=device)
-    tmp = out.parent / f".{out.name}.tmp"  # one job belongs to one shard: no clash
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        fmt = settings.get("format", "auto")
-        dicom = fmt == "dicom" or (fmt == "auto" and job.series is not None)
-        target = tmp / ("denoised" if dicom else "denoised.nii.gz")
+    fmt = settings.get("format", "auto")
+    dicom = fmt == "dicom" or (fmt == "auto" and job.series is not None)
+    name = "denoised" if dicom else "denoised.nii.gz"
+    # one job belongs to one shard: its folder is written by one process; the folder and
+    # everything in it appear together (an older output with other settings is replaced)
+    with atomic_dir(out, overwrite=True) as tmp:
+        (tmp / OWNER_MARKER).write_text('{"made_by": "medssl", "kind": "batch-job"}\n')
         write_volume(
             result,
-            target,
+            tmp / name,
             settings={"method": "filter2noise", **settings},
             derivation=f"Filter2Noise denoising by medssl ({config.name})",
             modality="CT",
@@ -179,18 +214,30 @@ def denoise_job(
         record = {
             "key": job.key,
             "settings": settings,
-            "output": target.name,
+            "output": name,
             "shape": list(volume.shape),
             "noise_hu_before": round(noise_std_hu(volume.array), 2),
             "noise_hu_after": round(noise_std_hu(result.array), 2),
             "seconds": round(time.perf_counter() - t0, 1),
         }
         (tmp / JOB_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)  # an older output with other settings
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return record
+
+
+@dataclass
+class BatchResult:
+    """What a batch run did: ``done`` holds the records of the finished series (run now or
+    before), ``skipped`` one ``{"key", "input", "reason"}`` per series that was skipped."""
+
+    done: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _skip(out_root: Path, job: DenoiseJob, root: Path, reason: str) -> dict[str, Any]:
+    where = Path(job.path)
+    rel = where.relative_to(root).as_posix() if root in where.parents else where.name
+    record = {"key": job.key, "input": rel or ".", "reason": reason}
+    write_json(out_root / SKIPPED_FOLDER / f"{job.key}.json", record)
     return record
 
 
@@ -203,26 +250,35 @@ def run_batch(
     device: str = "cpu",
     threads: int | None = None,
     progress: Callable[[str, DenoiseJob, dict | None], None] | None = None,
-) -> list[dict[str, Any]]:
+) -> BatchResult:
     """Denoise every series of ``folder`` (or of one shard) into ``outdir/<key>/``.
 
     Args:
-        folder: Input folder (read only).
-        outdir: Output folder; jobs already there with the same settings are skipped.
+        folder: Input folder (read only), or one image file, or a DICOM file (its folder's
+            series).
+        outdir: Output folder: new, empty, or made by medssl; jobs already there with the
+            same settings are skipped.
         settings: ``preset``, ``seed``, ``mode``, ``steps`` (they enter the derived UIDs and
             ``job.json``).
         shard: ``(i, n)`` to run one of ``n`` disjoint parts.
         device: Torch device.
         threads: CPU threads per process.
-        progress: Called with ``("skip"|"done", job, record)``.
+        progress: Called with ``("skip"|"done"|"failed", job, record)``.
 
     Returns:
-        The records of this shard's jobs (skipped ones read back from ``job.json``).
+        The records of this shard's finished series (skipped ones read back from
+        ``job.json``) and of the series that could not be denoised, with the reason.
+
+    Raises:
+        InputError: The output overlaps the input, or is a folder medssl did not make.
     """
+    root = batch_input_root(folder)
+    check_not_input(outdir, [root])
     jobs = shard_jobs(find_jobs(folder), shard)
-    out_root = Path(outdir)
-    out_root.mkdir(parents=True, exist_ok=True)
-    records = []
+    out_root = claim_folder(outdir, "batch")
+    for stale in clean_stale_temps(out_root):
+        log.info("removed %s, left by a killed run", stale.name)
+    result = BatchResult()
     for job in jobs:
         out = out_root / job.key
         if _done(out, settings):
@@ -230,17 +286,28 @@ def run_batch(
             log.info("series %s: done before, skipped", job.key)
             if progress:
                 progress("skip", job, record)
-        else:
-            log.info("series %s: denoising", job.key)
+            result.done.append(record)
+            continue
+        log.info("series %s: denoising", job.key)
+        try:
             record = denoise_job(job, out, settings, device=device, threads=threads)
-            log.info(
-                "series %s: noise %.1f -> %.1f HU in %.0f s",
-                job.key,
-                record["noise_hu_before"],
-                record["noise_hu_after"],
-                record["seconds"],
-            )
+        except (MedsslError, RuntimeError, ValueError, OSError, MemoryError) as exc:
+            reason = exc.message if isinstance(exc, MedsslError) else type(exc).__name__
+            failed = _skip(out_root, job, root, reason)
+            log.warning("series %s: skipped (%s)", job.key, reason)
             if progress:
-                progress("done", job, record)
-        records.append(record)
-    return records
+                progress("failed", job, failed)
+            result.skipped.append(failed)
+            continue
+        (out_root / SKIPPED_FOLDER / f"{job.key}.json").unlink(missing_ok=True)
+        log.info(
+            "series %s: noise %.1f -> %.1f HU in %.0f s",
+            job.key,
+            record["noise_hu_before"],
+            record["noise_hu_after"],
+            record["seconds"],
+        )
+        if progress:
+            progress("done", job, record)
+        result.done.append(record)
+    return result

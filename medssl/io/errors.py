@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from os import PathLike
 
-__all__ = ["InputError", "MedsslError", "MultipleSeriesError"]
+__all__ = ["InputError", "MedsslError", "MultipleSeriesError", "OutputError"]
 
 
 class MedsslError(Exception):
@@ -42,6 +42,13 @@ class InputError(MedsslError, ValueError):
     """The input is missing, unreadable, or not what the command expects (CLI exit code 2)."""
 
     exit_code = 2
+
+
+class OutputError(MedsslError):
+    """An output could not be written (disk full, I/O error, a failed read-back); nothing was
+    left under its final name (CLI exit code 4)."""
+
+    exit_code = 4
 
 
 class MultipleSeriesError(InputError):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medssl.io import Volume, atomic_file, write_volume
+from medssl.io import OWNER_MARKER, Volume, atomic_dir, atomic_file, write_volume
 
 __all__ = ["save_sigma_maps"]
 
@@ -60,27 +60,30 @@ def save_sigma_maps(
     Returns:
         The written files.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir)
     written: list[Path] = []
-    zc = volume.shape[0] // 2
-    for k, maps in enumerate(sigma_maps):
-        nd = maps.shape[1] - 1
-        axes = ("z", "y", "x")[3 - nd :]
-        spacing = volume.spacing[3 - nd :]
-        panels = []
-        for a, (name, dx) in enumerate(zip(axes, spacing, strict=True)):
-            mm = maps[:, a] * dx
-            path = out / f"stage{k}_sigma_{name}_mm.nii.gz"
-            written.append(write_volume(volume.with_array(mm), path, overwrite=overwrite))
-            panels.append((f"stage {k}: sigma_{name} (mm)", mm[zc]))
-        rng = maps[:, nd]
-        path = out / f"stage{k}_sigma_range_hu.nii.gz"
-        written.append(write_volume(volume.with_array(rng), path, overwrite=overwrite))
-        guide = float(guides[k]) if guides is not None else 0.0
-        on = f", {guide:g}-px guide" if guide > 0 else ""
-        panels.append((f"stage {k}: sigma_range (HU{on})", rng[zc]))
-        png = out / f"stage{k}_overlay.png"
-        _overlay_png(volume.array[zc], panels, png)
-        written.append(png)
-    return written
+    # the folder appears whole (with medssl's marker) or not at all; only a folder medssl
+    # made is replaced
+    with atomic_dir(final, overwrite=overwrite) as out:
+        (out / OWNER_MARKER).write_text('{"made_by": "medssl", "kind": "sigma-maps"}\n')
+        zc = volume.shape[0] // 2
+        for k, maps in enumerate(sigma_maps):
+            nd = maps.shape[1] - 1
+            axes = ("z", "y", "x")[3 - nd :]
+            spacing = volume.spacing[3 - nd :]
+            panels = []
+            for a, (name, dx) in enumerate(zip(axes, spacing, strict=True)):
+                mm = maps[:, a] * dx
+                path = out / f"stage{k}_sigma_{name}_mm.nii.gz"
+                written.append(write_volume(volume.with_array(mm), path, overwrite=overwrite))
+                panels.append((f"stage {k}: sigma_{name} (mm)", mm[zc]))
+            rng = maps[:, nd]
+            path = out / f"stage{k}_sigma_range_hu.nii.gz"
+            written.append(write_volume(volume.with_array(rng), path, overwrite=overwrite))
+            guide = float(guides[k]) if guides is not None else 0.0
+            on = f", {guide:g}-px guide" if guide > 0 else ""
+            panels.append((f"stage {k}: sigma_range (HU{on})", rng[zc]))
+            png = out / f"stage{k}_overlay.png"
+            _overlay_png(volume.array[zc], panels, png)
+            written.append(png)
+    return [final / p.name for p in written]
