@@ -9,33 +9,48 @@ from medssl.io.dicom_read import SeriesInfo, find_series, is_dicom_file, read_di
 from medssl.io.dicom_write import quantise_int16, write_dicom_series
 from medssl.io.errors import InputError, MedsslError, MultipleSeriesError
 from medssl.io.itk_io import ITK_SUFFIXES, from_sitk, read_itk, to_sitk, write_itk
+from medssl.io.limits import MAX_VOXELS_ENV, check_image_size, max_voxels
 from medssl.io.load import detect_format, output_format, read_volume, write_volume
 from medssl.io.safe_meta import IDENTIFYING_KEYWORDS, SAFE_KEYWORDS, safe_metadata, series_key
 from medssl.io.torchfile import load_tensors_file
 from medssl.io.uids import canonical_settings, derive_uid
-from medssl.io.volume import AXIAL, DicomSource, Volume, orientation_code
+from medssl.io.volume import (
+    AXIAL,
+    DicomSource,
+    NonFiniteCount,
+    Volume,
+    count_nonfinite,
+    orientation_code,
+    replace_nonfinite,
+    require_finite,
+)
 
 __all__ = [
     "AXIAL",
     "IDENTIFYING_KEYWORDS",
     "ITK_SUFFIXES",
+    "MAX_VOXELS_ENV",
     "SAFE_KEYWORDS",
     "DicomSource",
     "InputError",
     "MedsslError",
     "MultipleSeriesError",
+    "NonFiniteCount",
     "SeriesInfo",
     "Volume",
     "atomic_dir",
     "atomic_file",
     "canonical_settings",
+    "check_image_size",
     "check_not_input",
+    "count_nonfinite",
     "derive_uid",
     "detect_format",
     "find_series",
     "from_sitk",
     "is_dicom_file",
     "load_tensors_file",
+    "max_voxels",
     "orientation_code",
     "output_format",
     "prepare_output",
@@ -43,6 +58,8 @@ __all__ = [
     "read_dicom",
     "read_itk",
     "read_volume",
+    "replace_nonfinite",
+    "require_finite",
     "safe_metadata",
     "series_key",
     "to_sitk",

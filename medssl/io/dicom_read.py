@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from medssl.io.errors import InputError, MultipleSeriesError
+from medssl.io.limits import check_image_size
 from medssl.io.safe_meta import IDENTIFYING_KEYWORDS, safe_metadata, series_key
-from medssl.io.volume import DicomSource, Volume
+from medssl.io.volume import DicomSource, Volume, count_nonfinite, nonfinite_warning
 
 __all__ = ["SeriesInfo", "find_series", "is_dicom_file", "read_dicom"]
 
@@ -286,6 +287,61 @@ def _rescale(raw: np.ndarray, ds: Any, frame: int | None) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
+def _int(ds: Any, keyword: str, default: int) -> int:
+    """An integer element, or ``default`` when missing or malformed."""
+    try:
+        return int(_get(ds, keyword, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def _check_claimed_size(ds: Any, path: Path, earlier_voxels: int) -> int:
+    """Check the size the header claims before the pixel data is decoded.
+
+    For uncompressed transfer syntaxes, Columns x Rows x NumberOfFrames x SamplesPerPixel x
+    BitsAllocated must fit in the pixel data element; for every syntax the voxels (with
+    ``earlier_voxels`` of the files already read in the series) must stay under the voxel cap.
+
+    Returns:
+        The voxels this file claims.
+    """
+    rows, columns = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
+    frames, samples = _int(ds, "NumberOfFrames", 1), _int(ds, "SamplesPerPixel", 1)
+    if "PixelData" in ds:
+        keyword, bits = "PixelData", _int(ds, "BitsAllocated", 0)
+    elif "FloatPixelData" in ds:
+        keyword, bits = "FloatPixelData", 32
+    else:
+        keyword, bits = "DoubleFloatPixelData", 64
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    native = not getattr(syntax, "is_encapsulated", False)
+    photometric = str(_get(ds, "PhotometricInterpretation", "")).upper()
+    checkable = native and bits > 0 and bits % 8 == 0 and photometric != "YBR_FULL_422"
+    try:
+        stored = len(ds[keyword].value or b"") if checkable else None
+    except Exception:  # a malformed element: the decoder will say so
+        stored = None
+    shape = (columns, rows, frames) + ((samples,) if samples != 1 else ())
+    axes = "columns x rows x frames" + (" x samples" if samples != 1 else "")
+    voxels = check_image_size(
+        shape,
+        bits // 8 if stored is not None else None,
+        path=path,
+        axes=axes,
+        file_bytes=path.stat().st_size,
+        available_bytes=stored,
+        available_text=None if stored is None else f"the pixel data holds only {stored:,} bytes",
+    )
+    if earlier_voxels:
+        check_image_size(
+            (earlier_voxels + voxels,),
+            None,
+            path=path,
+            axes="in this and the earlier files of the series",
+        )
+    return voxels
+
+
 def _frames_of(ds: Any, file_index: int, path: Path) -> list[_Frame]:
     photometric = str(_get(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     samples = int(_get(ds, "SamplesPerPixel", 1) or 1)
@@ -500,6 +556,12 @@ def read_dicom(path: str | Path, *, series: str | None = None) -> Volume:
                     hint="point medssl at a folder holding the .dcm files of one image series",
                 )
             info = _select_series(path, found, series)
+            check_image_size(  # before any pixel data is read
+                (info.columns, info.rows, info.n_frames),
+                None,
+                path=path,
+                axes="columns x rows x images of the series",
+            )
             files = list(info.files)
             if skipped["not_image"]:
                 warn.append(f"{skipped['not_image']} non-image DICOM object(s) ignored")
@@ -507,6 +569,7 @@ def read_dicom(path: str | Path, *, series: str | None = None) -> Volume:
             files = [path]
         frames: list[_Frame] = []
         first_ds = None
+        claimed = 0
         for i, f in enumerate(files):
             try:
                 ds = _read(f, header_only=False)
@@ -535,11 +598,15 @@ def read_dicom(path: str | Path, *, series: str | None = None) -> Volume:
                     path=f,
                     hint="point medssl at an image file or series",
                 )
+            claimed += _check_claimed_size(ds, f, claimed)
             frames.extend(_frames_of(ds, i, f))
             if first_ds is None:
                 first_ds = ds
         frames, grid = _assemble(frames, path, warn)
         array = np.stack([f.values for f in frames])  # (Z, Y, X)
+        nonfinite = count_nonfinite(array)
+        if nonfinite.total:
+            warn.append(nonfinite_warning(nonfinite, array.size))
         meta = safe_metadata(first_ds)
         syntax = getattr(getattr(first_ds, "file_meta", None), "TransferSyntaxUID", None)
         meta["format"] = "DICOM"

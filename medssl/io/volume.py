@@ -24,11 +24,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from os import PathLike
+from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["AXIAL", "DicomSource", "Volume", "orientation_code"]
+from medssl.io.errors import InputError
+
+__all__ = [
+    "AXIAL",
+    "DicomSource",
+    "NonFiniteCount",
+    "Volume",
+    "count_nonfinite",
+    "nonfinite_warning",
+    "orientation_code",
+    "replace_nonfinite",
+    "require_finite",
+]
 
 #: Direction of a standard axial volume in :class:`Volume`'s convention (columns z, y, x):
 #: z → superior (0, 0, 1), y → posterior (0, 1, 0), x → left (1, 0, 0).
@@ -202,13 +215,15 @@ class Volume:
 
         True when the values stay within [-3100, 32767], the low percentile sits near air or
         below water and the high percentile above fat: what any CT of a body with air around
-        it gives. A min-max scaled image ([0, 1]) or an MR image fails it.
+        it gives. A min-max scaled image ([0, 1]) or an MR image fails it. Only finite values
+        are judged: NaN and infinite voxels are a separate problem (:func:`require_finite`).
         """
         a = self.array
-        if a.size == 0 or not np.all(np.isfinite(a)):
-            return False
         step = max(1, a.size // 2_000_000)
         sample = a.reshape(-1)[::step]
+        sample = sample[np.isfinite(sample)]  # NaN/Inf are reported apart (count_nonfinite)
+        if sample.size == 0:
+            return False
         lo, hi = float(sample.min()), float(sample.max())
         if lo < -3100 or hi > 32767:
             return False
@@ -229,6 +244,7 @@ class Volume:
             "min": float(finite.min()) if finite.size else None,
             "max": float(finite.max()) if finite.size else None,
             "mean": float(finite.mean()) if finite.size else None,
+            "nonfinite": count_nonfinite(a)._asdict(),
             "meta": dict(self.meta),
             "warnings": list(self.warnings),
         }
@@ -238,3 +254,106 @@ class Volume:
             f"Volume(shape={self.shape}, spacing={tuple(round(s, 4) for s in self.spacing)}, "
             f"orientation={self.orientation}, modality={self.modality})"
         )
+
+
+class NonFiniteCount(NamedTuple):
+    """How many voxels of an image are not finite numbers.
+
+    Attributes:
+        nan: NaN voxels.
+        posinf: ``+inf`` voxels.
+        neginf: ``-inf`` voxels.
+    """
+
+    nan: int
+    posinf: int
+    neginf: int
+
+    @property
+    def inf(self) -> int:
+        """Infinite voxels of either sign."""
+        return self.posinf + self.neginf
+
+    @property
+    def total(self) -> int:
+        """All non-finite voxels."""
+        return self.nan + self.inf
+
+    def __str__(self) -> str:
+        return f"{self.nan} NaN and {self.inf} infinite voxels"
+
+
+def count_nonfinite(values: Volume | np.ndarray) -> NonFiniteCount:
+    """Count the NaN, ``+inf`` and ``-inf`` voxels of a volume or array."""
+    a = np.asarray(values.array if isinstance(values, Volume) else values)
+    if a.dtype.kind not in "fc":
+        return NonFiniteCount(0, 0, 0)
+    bad = a[~np.isfinite(a)]  # usually empty: counting it costs nothing
+    if bad.dtype.kind == "c":
+        nan = int(np.count_nonzero(np.isnan(bad)))
+        return NonFiniteCount(nan, bad.size - nan, 0)
+    return NonFiniteCount(
+        int(np.count_nonzero(np.isnan(bad))),
+        int(np.count_nonzero(bad == np.inf)),
+        int(np.count_nonzero(bad == -np.inf)),
+    )
+
+
+def nonfinite_warning(count: NonFiniteCount, n_voxels: int) -> str:
+    """The :attr:`Volume.warnings` line the readers record for non-finite voxels."""
+    return f"the image holds {count} (of {n_voxels:,} voxels)"
+
+
+def require_finite(
+    volume: Volume,
+    *,
+    path: str | PathLike[str] | None = None,
+    hint: str | None = None,
+) -> None:
+    """Refuse an image that holds NaN or infinite voxels.
+
+    Args:
+        volume: The image.
+        path: Its file, for the message.
+        hint: What the user can do (default: mentions ``--replace-nonfinite VALUE``).
+
+    Raises:
+        InputError: With the counts, e.g. "the image holds 12 NaN and 3 infinite voxels".
+    """
+    count = count_nonfinite(volume)
+    if count.total:
+        raise InputError(
+            f"the image holds {count} (of {volume.array.size:,}); they would spread through "
+            "every computation",
+            path=path,
+            hint=hint
+            or "replace them with a value of your choice (--replace-nonfinite VALUE, e.g. -1024 "
+            "for air in CT), or fix the image where it was made",
+        )
+
+
+def replace_nonfinite(volume: Volume, value: float) -> Volume:
+    """A copy of ``volume`` with every NaN and infinite voxel set to ``value``.
+
+    The copy's warnings say how many were replaced and with what (the reader's warning about
+    them is dropped).
+
+    Args:
+        volume: The image.
+        value: A finite replacement value (in the image's units, e.g. -1024 HU for air).
+
+    Raises:
+        ValueError: ``value`` is not finite.
+    """
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"the replacement value must be finite, got {value}")
+    count = count_nonfinite(volume)
+    if not count.total:
+        return volume.with_array(volume.array.copy())
+    array = np.where(np.isfinite(volume.array), volume.array, np.float32(value))
+    stale = nonfinite_warning(count, volume.array.size)
+    new = volume.with_array(array)
+    new.warnings = [w for w in new.warnings if w != stale]
+    new.warnings.append(f"{count} replaced with {value:g}")
+    return new
