@@ -85,7 +85,20 @@ def test_the_reader_refuses_a_payload_and_names_what_it_asks_for(tmp_path, marke
         assert "it asks for getattr" in str(refused.value)  # Path.touch = getattr(Path, ...)
     with pytest.raises(InputError, match=REFUSED):
         load_checkpoint(bad)
+    legacy = tmp_path / "legacy.pt"  # torch's pre-1.6 format: a bare pickle stream
+    torch.save({"plans": _Touch(marker)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(InputError, match=REFUSED):
+        load_tensors_file(legacy)
     assert not marker.exists()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_a_torchscript_archive_is_refused(tmp_path):
+    """TorchScript holds code of its own: not a file of tensors and plain values."""
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(nn.Linear(2, 2)), scripted)
+    with pytest.raises(InputError, match=REFUSED):
+        load_tensors_file(scripted)
 
 
 def test_a_damaged_or_foreign_file_is_not_readable_rather_than_refused(tmp_path):
@@ -95,7 +108,9 @@ def test_a_damaged_or_foreign_file_is_not_readable_rather_than_refused(tmp_path)
     cut.write_bytes(good.read_bytes()[:200])
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint\n")
-    for path in (cut, text):
+    junk = tmp_path / "junk.pt"  # a pickle header, then an opcode that does not exist
+    junk.write_bytes(b"\x80\x02\xff\x00")
+    for path in (cut, text, junk):
         with pytest.raises(InputError, match="not a readable PyTorch checkpoint") as caught:
             load_tensors_file(path)
         assert REFUSED not in str(caught.value)
@@ -122,7 +137,8 @@ def test_nnunet_checkpoints_numpy_scalars_are_read_as_numbers_and_nothing_else(t
     assert obj["logging"] == {"ema_fg_dice": [0.25, 1.5], "n": [-3]}
     assert type(obj["_best_ema"]) is float and obj["_best_ema"] == 0.5
     assert torch.equal(obj["network_weights"]["w"], torch.ones(2))
-    for value in (np.zeros(3), np.zeros(1, dtype=[("a", "f8"), ("b", "O")])[0]):
+    structured = np.zeros(1, dtype=[("a", "f8"), ("b", "O")])[0]
+    for value in (np.zeros(3), structured, np.datetime64("2001-02-03"), np.void(b"abcd")):
         torch.save({"v": value}, tmp_path / "other.pth")
         with pytest.raises(InputError, match=REFUSED):
             load_tensors_file(tmp_path / "other.pth", numpy_scalars=True)

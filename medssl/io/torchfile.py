@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import struct
+import warnings
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -148,11 +149,11 @@ def load_tensors_file(
     file = Path(path)
     if not file.is_file():
         raise InputError("no such file", path=file)
+    allowed = _numpy_scalar_globals() if numpy_scalars else []
     try:
-        if numpy_scalars:
-            with torch.serialization.safe_globals(_numpy_scalar_globals()):
-                obj = torch.load(file, map_location="cpu", weights_only=True)
-        else:
+        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
+            # torch warns before it refuses a TorchScript archive; the refusal says enough
+            warnings.filterwarnings("ignore", message=".*TorchScript archive")
             obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
         message = str(exc)
