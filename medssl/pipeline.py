@@ -14,6 +14,11 @@ fine-tuned model) and ``report`` (one self-contained HTML file). Example::
 ``OUTPUT/pipeline.json`` records each finished stage (its config, what it produced, its time);
 a re-run skips stages whose config is unchanged, ``force`` reruns one (and the stages after
 it). Every stage writes under ``OUTPUT/<stage>/`` and logs to ``OUTPUT/logs/<stage>.log``.
+
+The output folder and its stage folders are medssl's (a ``.medssl-owned`` marker): a run
+refuses an existing non-empty output folder without it, a stage that starts afresh removes
+only its own marked folder, and an output that is, holds or lies inside an input (or the
+reverse) is refused before anything runs (``pipeline check`` reports it too).
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +34,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from medssl.io.errors import InputError
+from medssl.io import (
+    InputError,
+    check_not_input,
+    claim_folder,
+    clean_stale_temps,
+    remove_owned,
+    write_json,
+)
 
 __all__ = ["STAGES", "PipelineSpec", "check_pipeline", "load_pipeline", "run_pipeline"]
 
@@ -228,9 +239,40 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
                     problems.append(f"{at(*sub)}: unknown sample {name!r} (medssl data list)")
             elif not Path(item).expanduser().exists():
                 problems.append(f"{at(*sub)}: stages.{'.'.join(map(str, loc))}: no such {item}")
+    for item in _input_paths(spec, resolve_samples=False):
+        try:
+            check_not_input(spec.output, [item])
+        except InputError:
+            problems.append(
+                f"line {_line_of(node, ('output',))}: output {spec.output} and input {item} "
+                "overlap (one is or lies inside the other): medssl never writes inside its inputs"
+            )
     if problems:
         raise InputError("invalid pipeline:\n  " + "\n  ".join(problems), path=path)
     return spec
+
+
+def _input_paths(spec: PipelineSpec, *, resolve_samples: bool) -> list[Path]:
+    """Every file or folder the pipeline reads (samples only when ``resolve_samples``)."""
+    st = spec.stages
+    items: list[str] = []
+    if st.load:
+        items += st.load.input
+    if st.pretrain and st.pretrain.config:
+        items.append(st.pretrain.config)
+    if st.finetune:
+        items += [*(st.finetune.data or []), *st.finetune.labels]
+        items += [st.finetune.splits] if st.finetune.splits else []
+    if st.predict:
+        items += [*st.predict.input, *(st.predict.labels or [])]
+    paths = []
+    for item in items:
+        if item.startswith("sample:"):
+            if resolve_samples:
+                paths.append(_resolve(item))
+        else:
+            paths.append(Path(item).expanduser())
+    return paths
 
 
 def check_pipeline(path: str | Path) -> PipelineSpec:
@@ -310,12 +352,20 @@ def _stage_denoise(spec: PipelineSpec, out: Path, done: dict) -> dict:
         "format": cfg.format,
     }
     shard = parse_shard(cfg.shard) if cfg.shard else None
-    records = []
+    records, skipped = [], []
     for source in done["load"]["outputs"]["inputs"]:
-        records += run_batch(
+        result = run_batch(
             source, out, settings, shard=shard, device=cfg.device, threads=cfg.threads
         )
-    return {"folder": str(out), "studies": sorted(r["key"] for r in records)}
+        records += result.done
+        skipped += result.skipped
+    for s in skipped:
+        log.warning("series %s skipped: %s", s["key"], s["reason"])
+    return {
+        "folder": str(out),
+        "studies": sorted(r["key"] for r in records),
+        "skipped": sorted(s["key"] for s in skipped),
+    }
 
 
 def _stage_pretrain(spec: PipelineSpec, out: Path, done: dict) -> dict:
@@ -414,9 +464,7 @@ _RUNNERS: dict[str, Callable[[PipelineSpec, Path, dict], dict]] = {
 
 
 def _save_record(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_name(".pipeline.json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    write_json(path, record)
 
 
 def run_pipeline(
@@ -436,7 +484,10 @@ def run_pipeline(
         if name not in STAGES or getattr(spec.stages, name) is None:
             raise InputError(f"--force {name}: the pipeline has no such stage")
     root = Path(output or spec.output)
-    root.mkdir(parents=True, exist_ok=True)
+    for item in _input_paths(spec, resolve_samples=True):
+        check_not_input(root, [item])
+    root = claim_folder(root, "pipeline")
+    clean_stale_temps(root)
     record_path = root / "pipeline.json"
     record: dict[str, Any] = {"stages": {}}
     if record_path.is_file():
@@ -449,7 +500,14 @@ def run_pipeline(
             continue
         digest = _digest(cfg)
         prior = done.get(name)
-        if not rerun and name not in (force or []) and prior and prior["config"] == digest:
+        incomplete = bool(prior and prior.get("outputs", {}).get("skipped"))
+        if (
+            not rerun
+            and name not in (force or [])
+            and prior
+            and prior["config"] == digest
+            and not incomplete  # skipped series are retried
+        ):
             echo(f"[{name}] done before ({prior['seconds']:.0f} s): skipped")
             continue
         # A stage starts from an empty folder when it is forced, when an earlier stage ran
@@ -461,14 +519,13 @@ def run_pipeline(
         started = json.loads(marker.read_text())["config"] if marker.is_file() else None
         fresh = rerun or name in (force or []) or (started not in (None, digest))
         fresh = fresh or bool(prior and prior["config"] != digest)
-        if (fresh or name in ("export", "report", "load")) and out.exists():
-            shutil.rmtree(out)
+        if fresh or name in ("export", "report", "load"):
+            remove_owned(out)  # refuses a folder medssl did not make
         rerun = True  # everything after a stage that runs depends on it
         done.pop(name, None)
         _save_record(record_path, record)
-        out.mkdir(parents=True, exist_ok=True)
-        marker.parent.mkdir(exist_ok=True)
-        marker.write_text(json.dumps({"config": digest}) + "\n")
+        claim_folder(out, f"stage:{name}")
+        write_json(marker, {"config": digest})
         echo(f"[{name}] running (log: {root / 'logs' / f'{name}.log'})")
         t0 = time.perf_counter()
         with _StageLog(root / "logs" / f"{name}.log"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from medssl.cli._console import out
+from medssl.cli._console import err, out
 
 __all__ = ["pipeline_app"]
 
@@ -38,9 +38,17 @@ def run(
     ),
 ) -> None:
     """Validate the whole file, then run the stages not done yet (a re-run does no work)."""
+    from medssl.cli.denoise import SOME_SKIPPED
     from medssl.pipeline import run_pipeline
 
     record = run_pipeline(file, force=force, output=output, echo=out.print)
     report = record["stages"].get("report", {}).get("outputs", {}).get("report")
     if report:
         out.print(f"report: {report}")
+    skipped = record["stages"].get("denoise", {}).get("outputs", {}).get("skipped") or []
+    if skipped:
+        err.print(
+            f"[yellow]{len(skipped)} series skipped[/yellow] by the denoise stage (reasons in "
+            f"its log and its skipped/ folder); a re-run retries them; exit code {SOME_SKIPPED}"
+        )
+        raise typer.Exit(SOME_SKIPPED)

@@ -48,7 +48,7 @@ from medssl.finetune.nnunet.dataset import (
 )
 from medssl.finetune.nnunet.plans import check_normalisation, check_pretrained_fits, transfer_plans
 from medssl.io import InputError, MedsslError, read_volume
-from medssl.io.atomic import check_not_input
+from medssl.io.atomic import OWNER_MARKER, check_not_input
 
 __all__ = [
     "FinetuneResult",
@@ -311,7 +311,7 @@ def _check_settings(run_dir: Path, settings: FinetuneSettings) -> bool:
     """True when ``run_dir`` holds this run already (resume)."""
     record = run_dir / "finetune.json"
     if not record.is_file():
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if run_dir.exists() and any(p.name != OWNER_MARKER for p in run_dir.iterdir()):
             raise InputError(
                 "the run folder is not empty and holds no medssl finetune run",
                 path=run_dir,
