@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import typer
 from rich.markup import escape
 
 from medssl.cli._console import err, out
-from medssl.io import InputError, check_not_input, output_format, read_volume, write_volume
+from medssl.io import (
+    DEID_SALT_ENV,
+    Deidentifier,
+    InputError,
+    check_not_input,
+    output_format,
+    read_volume,
+    write_volume,
+)
 
 __all__ = ["convert"]
 
@@ -35,14 +44,46 @@ def convert(
         None, "--dtype", help=f"Voxel type of a NIfTI/NRRD/MHA output: {', '.join(_DTYPES)}."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    deidentify: bool = typer.Option(
+        False,
+        "--deidentify",
+        help="Write a DICOM output under the DICOM PS3.15 Basic Profile: pseudonymous patient, "
+        "UIDs mapped with your salt, dates shifted per patient, no free text or private tags. "
+        f"Needs a salt: --deidentify-salt-file or ${DEID_SALT_ENV}. (NIfTI, NRRD and MHA "
+        "outputs never carry header text.)",
+    ),
+    salt_file: Path | None = typer.Option(
+        None,
+        "--deidentify-salt-file",
+        help=f"File holding the secret salt of --deidentify (else ${DEID_SALT_ENV}); keep it: "
+        "the same salt maps the same patient and study to the same pseudonym and UIDs.",
+    ),
+    deid_dates: str = typer.Option(
+        "shift",
+        "--deidentify-dates",
+        help="With --deidentify: 'shift' dates by one offset per patient, or 'remove' them.",
+    ),
 ) -> None:
     """Convert an image between DICOM, NIfTI, NRRD and MetaImage.
 
     A DICOM output is a derived series (new UIDs, ImageType DERIVED\\SECONDARY); from a DICOM
-    source it keeps the patient, study and frame of reference.
+    source it keeps the patient, study and frame of reference, unless --deidentify is given.
     """
     if dtype is not None and dtype not in _DTYPES:
         raise InputError(f"unknown --dtype {dtype!r}", hint=f"use one of {', '.join(_DTYPES)}")
+    deidentifier = None
+    if deidentify:
+        if deid_dates not in ("shift", "remove"):
+            raise InputError(
+                f"unknown --deidentify-dates {deid_dates!r}", hint="use 'shift' or 'remove'"
+            )
+        dates: Literal["shift", "remove"] = "shift" if deid_dates == "shift" else "remove"
+        deidentifier = Deidentifier.from_env_or_file(salt_file, dates=dates)
+    elif salt_file is not None:
+        raise InputError(
+            "--deidentify-salt-file is given without --deidentify",
+            hint="add --deidentify to de-identify the output, or drop the salt file",
+        )
     check_not_input(dst, [src])
     volume = read_volume(src, series=series)
     for warning in volume.warnings:
@@ -55,6 +96,7 @@ def convert(
         settings={"operation": "convert"},
         derivation="format conversion by medssl (values unchanged up to int16 quantisation)",
         modality=modality,
+        deidentify=deidentifier,
     )
     kind = "DICOM series" if output_format(written) == "dicom" else "image"
     out.print(f"wrote {kind} {written} ({' x '.join(map(str, volume.shape[::-1]))} voxels)")

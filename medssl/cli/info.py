@@ -1,4 +1,8 @@
-"""`medssl info PATH`: what an image is, without identifying values."""
+"""`medssl info PATH`: what an image is, without identifying values.
+
+Every header value is printed through :func:`medssl.io.printable` (no control characters or
+terminal escape sequences); free-text descriptions only with ``--show-descriptions``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,15 @@ from rich.table import Table
 from rich.text import Text
 
 from medssl.cli._console import err, out
-from medssl.io import InputError, Volume, detect_format, find_series, read_volume
+from medssl.io import (
+    InputError,
+    Volume,
+    detect_format,
+    find_series,
+    printable,
+    read_free_text,
+    read_volume,
+)
 
 __all__ = ["info"]
 
@@ -21,21 +33,29 @@ def _fmt(values: tuple[float, ...] | list[float], digits: int = 4) -> str:
     return " x ".join(f"{v:.{digits}g}" for v in values)
 
 
-def _volume_table(path: Path, volume: Volume) -> Table:
+def _descriptions(volume: Volume) -> dict[str, str]:
+    """The free-text descriptions of the volume's first source file (DICOM only)."""
+    if volume.source is None or not volume.source.files:
+        return {}
+    return read_free_text(volume.source.files[0])
+
+
+def _volume_table(path: Path, volume: Volume, descriptions: dict[str, str] | None = None) -> Table:
     s = volume.summary()
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
 
     def row(key: str, value: str) -> None:
-        table.add_row(key, Text(value))  # Text: no markup parsing of paths and descriptions
+        # Text: no markup parsing; printable: no control characters or escape sequences
+        table.add_row(key, Text(printable(value, None)))
 
     z, y, x = volume.shape
     row("path", str(path))
     row("format", str(volume.meta.get("format", "?")))
     if "TransferSyntax" in volume.meta:
         row("transfer syntax", str(volume.meta["TransferSyntax"]))
-    modality = volume.modality
+    modality = printable(volume.modality, 16)
     if modality == "OT" and volume.looks_like_ct():
         modality = "unknown (values look like CT in HU)"
     row("modality", modality)
@@ -46,9 +66,11 @@ def _volume_table(path: Path, volume: Volume) -> Table:
     d = np.round(volume.direction[:, ::-1], 4)
     row("direction (x, y, z columns)", str(d.tolist()))
     row("intensity", f"min {s['min']:.6g}, max {s['max']:.6g}, mean {s['mean']:.6g}")
-    for key in ("series_key", "n_files", "SeriesDescription", "Manufacturer", "SliceThickness"):
+    for key in ("series_key", "n_files", "Manufacturer", "SliceThickness"):
         if key in volume.meta:
-            row(key.replace("_", " "), str(volume.meta[key]))
+            row(key.replace("_", " "), printable(volume.meta[key]))
+    for key, text in (descriptions or {}).items():
+        row(key, text)
     return table
 
 
@@ -58,15 +80,23 @@ def info(
         None, "--series", "-s", help="For a folder with several series: which one (N or KEY)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of a table."),
+    show_descriptions: bool = typer.Option(
+        False,
+        "--show-descriptions",
+        help="Also print the free-text descriptions (SeriesDescription, StudyDescription, "
+        "ProtocolName, ImageComments, ...). They often hold names or record numbers: off by "
+        "default.",
+    ),
 ) -> None:
     """Describe an image (size, spacing, orientation, modality, intensities, series).
 
-    Prints no patient-identifying values.
+    Prints no patient-identifying values, and no free-text descriptions unless
+    --show-descriptions is given.
     """
     if detect_format(path) == "dicom" and path.is_dir() and series is None:
         found, _ = find_series(path)
         if len(found) > 1:
-            listing = [s.label(i + 1) for i, s in enumerate(found)]
+            listing = [s.label(i + 1, description=show_descriptions) for i, s in enumerate(found)]
             if as_json:
                 out.print_json(json.dumps({"path": str(path), "series": listing}))
             else:
@@ -82,11 +112,14 @@ def info(
                 hint="point medssl at a folder holding the .dcm files of an image series",
             )
     volume = read_volume(path, series=series)
+    descriptions = _descriptions(volume) if show_descriptions else {}
     if as_json:
         summary = volume.summary()
         summary["path"] = str(path)
+        if show_descriptions:
+            summary["descriptions"] = descriptions
         out.print_json(json.dumps(summary))
         return
-    out.print(_volume_table(path, volume))
+    out.print(_volume_table(path, volume, descriptions))
     for warning in volume.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(warning)}")

@@ -28,10 +28,18 @@ import numpy as np
 
 from medssl.io.errors import InputError, MultipleSeriesError
 from medssl.io.limits import check_image_size
-from medssl.io.safe_meta import IDENTIFYING_KEYWORDS, safe_metadata, series_key
+from medssl.io.safe_meta import IDENTIFYING_KEYWORDS, free_text, safe_metadata, series_key
+from medssl.io.text import printable
 from medssl.io.volume import DicomSource, Volume, count_nonfinite, nonfinite_warning
 
-__all__ = ["SeriesInfo", "find_series", "is_dicom_file", "read_dicom"]
+__all__ = [
+    "SeriesInfo",
+    "find_series",
+    "is_dicom_file",
+    "quiet_pydicom",
+    "read_dicom",
+    "read_free_text",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +47,42 @@ _COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL
 _POS_TOL_MM = 1e-3
 
 
+#: Loggers of the DICOM libraries; their messages can quote element values (UIDs, names).
+_DICOM_LOGGERS = ("pydicom", "highdicom")
+
+
 @contextlib.contextmanager
-def _quiet_pydicom() -> Iterator[None]:
-    """Silence pydicom's warnings and validation messages: they can quote element values."""
+def quiet_pydicom() -> Iterator[None]:
+    """Keep the DICOM libraries' messages off the console and out of logs while reading or
+    writing DICOM: they can quote header values (an invalid UID, a name that does not decode).
+
+    Inside the block pydicom validates nothing on reading or writing (values are copied as
+    they are), Python warnings are ignored, and the ``pydicom`` and ``highdicom`` loggers (and
+    their children) neither emit nor pass records on to the application's handlers.
+    """
     import pydicom.config
 
     settings = pydicom.config.settings
-    old = settings.reading_validation_mode
+    old_modes = settings.reading_validation_mode, settings.writing_validation_mode
+    loggers = [logging.getLogger(name) for name in _DICOM_LOGGERS]
+    old_loggers = [(lg.level, lg.propagate) for lg in loggers]
     settings.reading_validation_mode = pydicom.config.IGNORE
+    settings.writing_validation_mode = pydicom.config.IGNORE
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+        lg.propagate = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        settings.reading_validation_mode = old
+        settings.reading_validation_mode, settings.writing_validation_mode = old_modes
+        for lg, (level, propagate) in zip(loggers, old_loggers, strict=True):
+            lg.setLevel(level)
+            lg.propagate = propagate
+
+
+_quiet_pydicom = quiet_pydicom  # the name used inside medssl.io
 
 
 def _get(ds: Any, keyword: str, default: Any = None) -> Any:
@@ -123,13 +153,15 @@ def is_dicom_file(path: str | Path) -> bool:
 @dataclass
 class SeriesInfo:
     """A DICOM series found in a folder. Its fields are non-identifying, except ``uid``, which
-    medssl uses internally and never prints.
+    medssl uses internally and never prints, and ``description`` (free text), which is printed
+    only on request.
 
     Attributes:
         key: Short hash of the SeriesInstanceUID (see :func:`medssl.io.safe_meta.series_key`).
         uid: The SeriesInstanceUID.
-        modality: DICOM Modality.
-        description: SeriesDescription (may be empty).
+        modality: DICOM Modality (made printable).
+        description: SeriesDescription, made printable (may be empty). Free text that can
+            hold names or record numbers: not part of :meth:`label` unless asked for.
         files: The files of the series (sorted by path).
         n_frames: Number of image frames over all files.
         rows: Rows of the first image.
@@ -149,13 +181,46 @@ class SeriesInfo:
     series_number: int | None = None
     is_image: bool = True
 
-    def label(self, index: int) -> str:
-        """One listing line, e.g. ``[1] key=3fa2c1d9e0  CT  48 images  512x512  'Chest'``."""
-        desc = f"  '{self.description}'" if self.description else ""
+    def label(self, index: int, *, description: bool = False) -> str:
+        """One listing line, e.g. ``[1] key=3fa2c1d9e0  CT  series 3  48 images  512x512``.
+
+        Args:
+            index: The number shown in brackets (what ``--series N`` takes).
+            description: Append the SeriesDescription in quotes (only when the user asked
+                for descriptions: it is free text that can identify a patient).
+        """
+        number = f"  series {self.series_number}" if self.series_number is not None else ""
+        desc = ""
+        if description and self.description:
+            desc = f"  '{printable(self.description)}'"
         return (
-            f"[{index}] key={self.key}  {self.modality or '??'}  {self.n_frames} images  "
-            f"{self.rows}x{self.columns}{desc}"
+            f"[{index}] key={self.key}  {printable(self.modality, 16) or '??'}{number}  "
+            f"{self.n_frames} images  {self.rows}x{self.columns}{desc}"
         )
+
+
+def read_free_text(path: str | Path, *, max_len: int | None = 64) -> dict[str, str]:
+    """The free-text descriptions of one DICOM file (SeriesDescription, StudyDescription,
+    ProtocolName, ImageComments, ...; see :data:`medssl.io.safe_meta.FREE_TEXT_KEYWORDS`),
+    made printable.
+
+    For display when the user asks (``medssl info --show-descriptions``): these values can
+    identify a patient and are never printed or logged otherwise.
+
+    Raises:
+        InputError: The file cannot be read as DICOM.
+    """
+    path = Path(path)
+    with quiet_pydicom():
+        try:
+            ds = _read(path, header_only=True)
+        except Exception as exc:
+            raise InputError(
+                f"not a readable DICOM file ({type(exc).__name__})",
+                path=path,
+                hint="the file may be truncated, corrupt or not DICOM",
+            ) from None
+        return free_text(ds, max_len=max_len)
 
 
 def find_series(folder: str | Path) -> tuple[list[SeriesInfo], dict[str, int]]:
@@ -196,8 +261,8 @@ def find_series(folder: str | Path) -> tuple[list[SeriesInfo], dict[str, int]]:
                 info = SeriesInfo(
                     key=series_key(uid),
                     uid=uid,
-                    modality=str(_get(ds, "Modality", "")),
-                    description=str(_get(ds, "SeriesDescription", "")),
+                    modality=printable(_get(ds, "Modality", ""), 16),
+                    description=printable(_get(ds, "SeriesDescription", ""), None),
                     rows=int(_get(ds, "Rows", 0) or 0),
                     columns=int(_get(ds, "Columns", 0) or 0),
                     series_number=number,
@@ -225,7 +290,8 @@ def _select_series(folder: Path, series: list[SeriesInfo], choice: str | None) -
             "time:\n    " + "\n    ".join(listing),
             series=listing,
             path=folder,
-            hint="choose one with --series N (its number in this list) or --series KEY",
+            hint="choose one with --series N (its number in this list) or --series KEY; "
+            "`medssl info FOLDER --show-descriptions` adds their descriptions",
         )
     c = choice.strip()
     if c.isdigit() and 1 <= int(c) <= len(series) and len(c) <= 4:
@@ -348,8 +414,8 @@ def _frames_of(ds: Any, file_index: int, path: Path) -> list[_Frame]:
     if samples != 1 or photometric in _COLOUR or photometric == "PALETTE COLOR":
         kind = "a palette-colour" if photometric == "PALETTE COLOR" else "a colour"
         raise InputError(
-            f"{kind} image ({photometric}, {samples} samples per pixel); medssl volumes are "
-            "single-channel (CT, MR, PET, ...)",
+            f"{kind} image ({printable(photometric, 32)}, {samples} samples per pixel); medssl "
+            "volumes are single-channel (CT, MR, PET, ...)",
             path=path,
             hint="convert it to greyscale first, or use a greyscale series",
         )
@@ -357,8 +423,8 @@ def _frames_of(ds: Any, file_index: int, path: Path) -> list[_Frame]:
         pixels = np.asarray(ds.pixel_array)
     except Exception as exc:  # decoder messages name syntaxes and plugins, not patient data
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        syntax_name = getattr(syntax, "name", "unknown transfer syntax")
-        detail = scrub(f"{type(exc).__name__}: {exc}", ds)
+        syntax_name = printable(getattr(syntax, "name", "unknown transfer syntax"))
+        detail = printable(scrub(f"{type(exc).__name__}: {exc}", ds), 300)
         raise InputError(
             f"cannot decode the pixel data ({syntax_name}): {detail}",
             path=path,
@@ -591,7 +657,7 @@ def read_dicom(path: str | Path, *, series: str | None = None) -> Volume:
                 and ("DoubleFloatPixelData" not in ds)
             ):
                 sop = _get(ds, "SOPClassUID")
-                kind = getattr(sop, "name", None)
+                kind = printable(getattr(sop, "name", None)) or None
                 raise InputError(
                     "no pixel data: "
                     + (f"this {kind} object holds no image" if kind else "not an image object"),
@@ -611,7 +677,7 @@ def read_dicom(path: str | Path, *, series: str | None = None) -> Volume:
         syntax = getattr(getattr(first_ds, "file_meta", None), "TransferSyntaxUID", None)
         meta["format"] = "DICOM"
         if syntax is not None:
-            meta["TransferSyntax"] = getattr(syntax, "name", str(syntax))
+            meta["TransferSyntax"] = printable(getattr(syntax, "name", str(syntax)))
         uid = str(_get(first_ds, "SeriesInstanceUID", ""))
         meta["series_key"] = series_key(uid)
         meta["n_files"] = len({f.file_index for f in frames})
@@ -622,7 +688,7 @@ def read_dicom(path: str | Path, *, series: str | None = None) -> Volume:
         spacing=grid["spacing"],
         origin=grid["origin"],
         direction=grid["direction"],
-        modality=str(_get(first_ds, "Modality", "OT")),
+        modality=printable(_get(first_ds, "Modality", "OT"), 16) or "OT",
         meta=meta,
         warnings=warn,
         source=DicomSource(

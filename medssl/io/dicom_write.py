@@ -17,6 +17,13 @@ Secondary Capture otherwise) that any PACS or viewer reads and ``dciodvfy`` acce
 From a non-DICOM source (NIfTI, NRRD, ...) the study and frame-of-reference UIDs come from the
 image's content hash, the series and instance UIDs from the content hash plus version and
 settings, and the patient is a non-identifying placeholder.
+
+With a :class:`~medssl.io.deidentify.Deidentifier` the written objects follow the DICOM PS3.15
+Basic Profile instead: pseudonymous patient, mapped UIDs, shifted or removed dates, no free
+text from the source (the SeriesDescription and DerivationDescription are medssl's own).
+
+The DICOM libraries' warnings and log messages, which can quote header values, are kept off
+the console and out of the logs while the source is re-read and the series written.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from medssl.io.atomic import atomic_dir
+from medssl.io.deidentify import Deidentifier
+from medssl.io.dicom_read import quiet_pydicom
 from medssl.io.errors import InputError
 from medssl.io.uids import canonical_settings, derive_uid
 from medssl.io.volume import Volume
@@ -166,10 +175,8 @@ def _read_template(volume: Volume) -> tuple[Any | None, list[Any]]:
         return None, []
     import pydicom
 
-    from medssl.io.dicom_read import _quiet_pydicom
-
     headers = {}
-    with _quiet_pydicom():
+    with quiet_pydicom():
         for i, f in enumerate(volume.source.files):
             try:
                 headers[i] = pydicom.dcmread(f, stop_before_pixels=True, force=True)
@@ -194,6 +201,7 @@ def write_dicom_series(
     series_description: str | None = None,
     modality: str | None = None,
     overwrite: bool = False,
+    deidentify: Deidentifier | None = None,
 ) -> list[Path]:
     """Write ``volume`` as a derived DICOM series into the folder ``out_dir`` (atomically).
 
@@ -203,19 +211,49 @@ def write_dicom_series(
         out_dir: Output folder (created; must not exist unless ``overwrite``).
         settings: The settings of the operation that made the image; they enter the UIDs.
         derivation: DerivationDescription text (what was done).
-        series_description: SeriesDescription (default: the source's plus "medssl").
+        series_description: SeriesDescription (default: the source's plus "medssl"; with
+            ``deidentify``, "medssl"). Give medssl's own text, never a source value.
         modality: Modality for a non-DICOM source (default: the volume's, else ``"CT"``);
             CT is refused when the values do not look like Hounsfield units.
         overwrite: Replace an existing ``out_dir``.
+        deidentify: Write under the DICOM PS3.15 Basic Profile with this salt (see
+            :mod:`medssl.io.deidentify`); ``None`` keeps the source's patient and study.
 
     Returns:
         The written files, in slice order.
+
+    Raises:
+        InputError: Non-finite values; CT values that are not HU; with ``deidentify``, a source
+            that declares burned-in annotation.
     """
+    with quiet_pydicom():
+        return _write_dicom_series(
+            volume,
+            Path(out_dir),
+            settings=settings,
+            derivation=derivation,
+            series_description=series_description,
+            modality=modality,
+            overwrite=overwrite,
+            deidentify=deidentify,
+        )
+
+
+def _write_dicom_series(
+    volume: Volume,
+    out_dir: Path,
+    *,
+    settings: Mapping[str, Any] | None,
+    derivation: str,
+    series_description: str | None,
+    modality: str | None,
+    overwrite: bool,
+    deidentify: Deidentifier | None,
+) -> list[Path]:
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
 
-    out_dir = Path(out_dir)
     arr = volume.array
     if not np.all(np.isfinite(arr)):
         raise InputError(
@@ -224,6 +262,17 @@ def write_dicom_series(
             hint="replace them (e.g. with the background value) before writing DICOM",
         )
     template, per_slice = _read_template(volume)
+    if (
+        deidentify is not None
+        and template is not None
+        and str(template.get("BurnedInAnnotation", "")).strip().upper() == "YES"
+    ):
+        raise InputError(
+            "the source declares burned-in annotation (text in the pixels); de-identification "
+            "does not clean pixel data",
+            path=out_dir,
+            hint="use a series without burned-in text, or write NIfTI and check the pixels",
+        )
     version_str = _medssl_version()
     settings_text = canonical_settings(settings)
 
@@ -268,7 +317,9 @@ def write_dicom_series(
     normal = np.cross(row_cos, col_cos)
     dz, dy, dx = volume.spacing
     if series_description is None:
-        base = str(template.get("SeriesDescription", "")) if template is not None else ""
+        base = ""
+        if template is not None and deidentify is None:
+            base = str(template.get("SeriesDescription", ""))
         series_description = (base + " medssl").strip()
     series_number = 9000
     if template is not None and template.get("SeriesNumber") not in (None, ""):
@@ -360,6 +411,14 @@ def write_dicom_series(
             if mod == "CT":
                 ds.WindowCenter, ds.WindowWidth = "40", "400"
             ds.PixelData = np.ascontiguousarray(stored[k]).astype("<i2").tobytes()
+            if deidentify is not None:
+                deidentify.apply(ds)
+                # medssl's own texts, not the source's; Type 2 attributes present (may be empty)
+                ds.SeriesDescription = series_description[:64]
+                ds.DerivationDescription = derivation[:1024]
+                for kw in _TYPE2:
+                    if kw not in ds:
+                        setattr(ds, kw, "")
             path = tmp / f"{k + 1:05d}.dcm"
             pydicom.dcmwrite(path, ds, enforce_file_format=True)
             written.append(out_dir / path.name)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 
 from medssl.io.atomic import prepare_output
+from medssl.io.deidentify import Deidentifier
 from medssl.io.dicom_read import is_dicom_file, read_dicom
 from medssl.io.dicom_write import write_dicom_series
 from medssl.io.errors import InputError
@@ -88,13 +89,18 @@ def write_volume(
     derivation: str = "converted by medssl",
     series_description: str | None = None,
     modality: str | None = None,
+    deidentify: Deidentifier | None = None,
 ) -> Path:
     """Write ``volume`` in the format the path names, atomically.
 
     ``*.nii[.gz]``, ``*.nrrd``, ``*.mha``/``*.mhd`` are written through SimpleITK (``dtype``
     chooses the voxel type); any other path is a folder that receives a derived DICOM series
-    (``settings``, ``derivation``, ``series_description``, ``modality`` apply; see
-    :func:`medssl.io.write_dicom_series`).
+    (``settings``, ``derivation``, ``series_description``, ``modality`` and ``deidentify``
+    apply; see :func:`medssl.io.write_dicom_series`).
+
+    NIfTI, NRRD and MetaImage files carry no text from the source (nothing of
+    ``volume.meta`` is written, only the voxels and the geometry), so they need no
+    de-identification: ``deidentify`` changes nothing for them.
 
     Returns:
         The written file or folder.
@@ -116,5 +122,6 @@ def write_volume(
         series_description=series_description,
         modality=modality,
         overwrite=overwrite,
+        deidentify=deidentify,
     )
     return out

@@ -1,8 +1,11 @@
 """Which DICOM values medssl may show: an allow-list.
 
 Nothing outside :data:`SAFE_KEYWORDS` is copied into a :class:`~medssl.io.Volume`'s metadata,
-so it cannot reach a log, an error message or a report. Series are named by
-:func:`series_key`, a short hash of the SeriesInstanceUID, never by the UID itself.
+so it cannot reach a log, an error message or a report; its text values pass through
+:func:`medssl.io.text.printable`. Free-text descriptions (:data:`FREE_TEXT_KEYWORDS`: they
+often hold names or record numbers) are never in the metadata; :func:`free_text` reads them
+for a user who asks to see them. Series are named by :func:`series_key`, a short hash of the
+SeriesInstanceUID, never by the UID itself.
 """
 
 from __future__ import annotations
@@ -10,7 +13,16 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-__all__ = ["IDENTIFYING_KEYWORDS", "SAFE_KEYWORDS", "safe_metadata", "series_key"]
+from medssl.io.text import printable
+
+__all__ = [
+    "FREE_TEXT_KEYWORDS",
+    "IDENTIFYING_KEYWORDS",
+    "SAFE_KEYWORDS",
+    "free_text",
+    "safe_metadata",
+    "series_key",
+]
 
 #: Acquisition and image-description attributes that do not identify a patient.
 SAFE_KEYWORDS: tuple[str, ...] = (
@@ -18,7 +30,6 @@ SAFE_KEYWORDS: tuple[str, ...] = (
     "Manufacturer",
     "ManufacturerModelName",
     "BodyPartExamined",
-    "SeriesDescription",
     "ImageType",
     "SliceThickness",
     "KVP",
@@ -53,6 +64,46 @@ IDENTIFYING_KEYWORDS: tuple[str, ...] = (
     "StudyID",
     "StationName",
     "DeviceSerialNumber",
+)
+
+
+#: Free-text attributes (VR LO, LT, ST, UT, and the SH/LO comment fields) that describe a
+#: patient, a study, a series or an image in the operator's words, and so often carry names,
+#: record numbers or findings. medssl prints them only when the user asks
+#: (``medssl info --show-descriptions``), and :mod:`medssl.io.deidentify` removes them.
+FREE_TEXT_KEYWORDS: tuple[str, ...] = (
+    "StudyDescription",
+    "SeriesDescription",
+    "ProtocolName",
+    "ImageComments",
+    "FrameComments",
+    "DerivationDescription",
+    "AcquisitionComments",
+    "PerformedProcedureStepDescription",
+    "CommentsOnThePerformedProcedureStep",
+    "ScheduledProcedureStepDescription",
+    "RequestedProcedureDescription",
+    "RequestedProcedureComments",
+    "ReasonForTheRequestedProcedure",
+    "ImagingServiceRequestComments",
+    "ReasonForStudy",
+    "StudyComments",
+    "AdmittingDiagnosesDescription",
+    "DischargeDiagnosisDescription",
+    "AdditionalPatientHistory",
+    "PatientComments",
+    "PatientState",
+    "MedicalAlerts",
+    "Allergies",
+    "Occupation",
+    "SpecialNeeds",
+    "VisitComments",
+    "ServiceEpisodeDescription",
+    "IdentifyingComments",
+    "TextComments",
+    "TextString",
+    "ContentDescription",
+    "ContrastBolusAgent",
 )
 
 
@@ -94,5 +145,28 @@ def safe_metadata(ds: Any) -> dict[str, Any]:
             continue
         if value is None or value == "":
             continue
-        out[kw] = _plain(value)
+        value = _plain(value)
+        out[kw] = printable(value) if isinstance(value, str) else value
+    return out
+
+
+def free_text(ds: Any, *, max_len: int | None = 64) -> dict[str, str]:
+    """The non-empty :data:`FREE_TEXT_KEYWORDS` values of a pydicom dataset, made printable.
+
+    For display on request only (``medssl info --show-descriptions``): these values can
+    identify a patient.
+
+    Args:
+        ds: A pydicom dataset.
+        max_len: Longest value returned (see :func:`medssl.io.text.printable`).
+    """
+    out: dict[str, str] = {}
+    for kw in FREE_TEXT_KEYWORDS:
+        try:
+            value = ds.get(kw)
+        except Exception:  # malformed element: leave it out
+            continue
+        text = printable(value, max_len)
+        if text:
+            out[kw] = text
     return out

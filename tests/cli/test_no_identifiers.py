@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 
@@ -62,8 +63,14 @@ def test_cli_outputs_hold_no_identifiers(medssl, planted, tmp_path):
     assert codes == [0, 0, 0, 0, 0, 2, 0, 0, 2, 2, 2], [r.output for r in runs]
     for r in runs:
         _assert_clean(r.output)
-    # the NIfTI written from the series holds no identifiers either
-    _assert_clean((tmp_path / "x.nii.gz").read_bytes().decode("latin-1"))
+    # the NIfTI written from the series holds no identifiers either: search the decompressed
+    # file (header and data), not the gzip stream, where no plain text can be found
+    nifti = gzip.decompress((tmp_path / "x.nii.gz").read_bytes())
+    _assert_clean(nifti.decode("latin-1"))
+    # the derived series keeps the patient (for PACS) but nothing of it reached the console
+    assert PLANTED["PatientID"].encode() in b"".join(
+        p.read_bytes() for p in (tmp_path / "derived").glob("*.dcm")
+    )
 
 
 def test_library_messages_metadata_and_logs_hold_no_identifiers(planted, tmp_path, caplog):

@@ -3,7 +3,10 @@
 The SEG references the source series instance by instance (so viewers overlay it), carries
 one segment per foreground label (named as in ``dataset.json``) and is written atomically.
 Its UIDs are derived from the source SOP instance UIDs and the predicted labels, so the same
-prediction gives the same SEG.
+prediction gives the same SEG. With a :class:`~medssl.io.Deidentifier` the SEG follows the
+DICOM PS3.15 Basic Profile (pseudonymous patient, UIDs mapped with the salt, so it stays in the
+study and frame of reference of the de-identified derived series made with the same salt).
+The DICOM libraries' warnings and logs, which can quote header values, are kept quiet.
 """
 
 from __future__ import annotations
@@ -14,13 +17,20 @@ from pathlib import Path
 import numpy as np
 
 from medssl import __version__
-from medssl.io import InputError, Volume, derive_uid
+from medssl.io import Deidentifier, InputError, Volume, derive_uid, quiet_pydicom
 from medssl.io.atomic import atomic_file
 
 __all__ = ["write_seg"]
 
 
-def write_seg(image: Volume, prediction: np.ndarray, labels: dict[str, int], target: Path) -> Path:
+def write_seg(
+    image: Volume,
+    prediction: np.ndarray,
+    labels: dict[str, int],
+    target: Path,
+    *,
+    deidentify: Deidentifier | None = None,
+) -> Path:
     """Write ``prediction`` (on ``image``'s grid) as a DICOM SEG of ``image``'s source series.
 
     Args:
@@ -28,10 +38,23 @@ def write_seg(image: Volume, prediction: np.ndarray, labels: dict[str, int], tar
         prediction: Label map, shape ``(Z, Y, X)`` = ``image.shape``, values = ``labels``.
         labels: Label name -> value (0 = background, left out).
         target: The ``.dcm`` file to write.
+        deidentify: Write the SEG under the DICOM PS3.15 Basic Profile with this salt;
+            ``None`` keeps the source's patient and study.
 
     Raises:
         InputError: ``image`` was not read from DICOM, or the shapes differ.
     """
+    with quiet_pydicom():
+        return _write_seg(image, prediction, labels, target, deidentify)
+
+
+def _write_seg(
+    image: Volume,
+    prediction: np.ndarray,
+    labels: dict[str, int],
+    target: Path,
+    deidentify: Deidentifier | None,
+) -> Path:
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
@@ -97,6 +120,11 @@ def write_seg(image: Volume, prediction: np.ndarray, labels: dict[str, int], tar
         series_description="medssl nnU-Net segmentation",
         omit_empty_frames=False,
     )
+    if deidentify is not None:
+        deidentify.apply(seg)
+        # medssl's own texts and Type 1 equipment attributes, not the source's
+        seg.SeriesDescription = "medssl nnU-Net segmentation"
+        seg.DeviceSerialNumber = "0"
     with atomic_file(target) as tmp:
         seg.save_as(tmp)
     return target
