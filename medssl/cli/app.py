@@ -1,7 +1,10 @@
 """The `medssl` command.
 
-Exit codes: 0 success, 2 bad input (a clear message, no traceback), 1 internal error
-(``MEDSSL_DEBUG=1`` shows its traceback), 130 interrupted.
+Exit codes: 0 success; 1 internal error (``MEDSSL_DEBUG=1`` shows its traceback); 2 bad input
+or an unusable output location, found before any work (a clear message, no traceback); 3 a
+batch or pipeline finished but skipped some series (listed with their reasons); 4 a
+file-system error while writing (disk full, I/O error: nothing is left under the output's
+name); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from medssl.cli.ops import ops_app
 from medssl.cli.pipeline import pipeline_app
 from medssl.cli.pretrain import export_nnunet_cmd, pretrain
 from medssl.io.errors import MedsslError
+from medssl.io.text import printable
 
 __all__ = ["app", "main"]
 
@@ -78,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     except MedsslError as exc:
         err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a file-system error outside medssl's writer: say where
+        where = f"{printable(exc.filename, 300)}: " if exc.filename else ""
+        reason = exc.strerror or type(exc).__name__
+        err.print(f"[bold red]error:[/bold red] {escape(where + reason)}")
+        sys.exit(4)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

@@ -19,6 +19,8 @@ from medssl.io import (
     output_group,
     prepare_output,
     read_volume,
+    replace_nonfinite,
+    require_finite,
     write_volume,
 )
 
@@ -95,6 +97,12 @@ def denoise(
     model_path: Path | None = typer.Option(
         None, "--model", help="Apply a saved model instead of fitting."
     ),
+    replace_nonfinite_value: float | None = typer.Option(
+        None,
+        "--replace-nonfinite",
+        help="Replace NaN and infinite voxels with this value in HU (e.g. -1024); without it "
+        "an image holding any is refused.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:
     """Denoise one low-dose CT scan with Filter2Noise (self-supervised, fitted to the scan).
@@ -133,6 +141,8 @@ def denoise(
         )
         if given:
             raise InputError(f"{', '.join(given)} cannot be used with --batch")
+        if replace_nonfinite_value is not None:
+            raise InputError("--replace-nonfinite applies to a single scan, not to --batch")
         _batch(batch, output, preset_name, mode, steps, seed, device, threads, shard, t0)
         return
     if src is None:
@@ -179,13 +189,17 @@ def denoise(
         check_writable(sigma_maps)
 
     volume = read_volume(src, series=series)
+    if replace_nonfinite_value is None:
+        require_finite(volume, path=src)
+    else:
+        volume = replace_nonfinite(volume, replace_nonfinite_value)
     for warning in volume.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if volume.modality not in ("CT", "OT") or not volume.looks_like_ct():
+        lo, hi = volume.summary()["min"], volume.summary()["max"]
         raise InputError(
             f"Filter2Noise denoises CT in Hounsfield units; this image (modality "
-            f"{volume.modality}, values {volume.array.min():.4g} to {volume.array.max():.4g}) "
-            "does not look like it",
+            f"{volume.modality}, values {lo:.4g} to {hi:.4g}) does not look like it",
             path=src,
             hint="pass a CT scan (DICOM CT, or NIfTI/NRRD in HU)",
         )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -28,10 +27,12 @@ import numpy as np
 from medssl.io import (
     ITK_SUFFIXES,
     InputError,
+    atomic_file,
     find_series,
     is_dicom_file,
     orientation_code,
     read_volume,
+    write_json,
 )
 
 __all__ = [
@@ -351,10 +352,8 @@ def _prepare_one(args: tuple[VolumeRef, Preprocessing, str, str]) -> dict[str, A
     coords = _foreground_sample(arr, np.random.default_rng(int(key, 16) % (2**32)), _FG_SAMPLES)
     arr = _normalise(arr, prep).astype(prep.dtype)
     for target, data in ((image, arr), (fg, coords)):
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with tmp.open("wb") as f:
-            np.save(f, data)
-        tmp.replace(target)
+        with atomic_file(target) as tmp:
+            np.save(tmp, data)
     info = {
         "image": image.name,
         "foreground": fg.name,
@@ -364,9 +363,7 @@ def _prepare_one(args: tuple[VolumeRef, Preprocessing, str, str]) -> dict[str, A
         "orientation": orientation_code(vol.direction),
         "modality": vol.modality,
     }
-    tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info))
-    tmp.replace(meta)
+    write_json(meta, info)
     return info
 
 
@@ -430,10 +427,7 @@ def write_manifest(path: str | Path, vols: Sequence[CachedVolume], prep: Preproc
         "preprocessing": prep.to_dict(),
         "volumes": [{**asdict(v), "shape": list(v.shape)} for v in vols],
     }
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(target)
+    write_json(path, record)
 
 
 def load_manifest(manifest: str | Path) -> tuple[list[CachedVolume], Preprocessing]:

@@ -45,6 +45,7 @@ from medssl.io import (
     is_dicom_file,
     list_files,
     read_volume,
+    require_finite,
     write_json,
     write_volume,
 )
@@ -169,6 +170,7 @@ def denoise_job(
 
     t0 = time.perf_counter()
     volume = read_volume(job.path, series=job.series)
+    require_finite(volume, hint="fix the image, or denoise it alone with --replace-nonfinite")
     if volume.modality not in ("CT", "OT") or not volume.looks_like_ct():
         raise InputError(
             f"not a CT in Hounsfield units (modality {volume.modality})",

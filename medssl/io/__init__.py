@@ -4,7 +4,21 @@ writers, the derived-DICOM writer and atomic outputs.
 This subpackage imports nothing else of medssl.
 """
 
-from medssl.io.atomic import atomic_dir, atomic_file, check_not_input, prepare_output
+from medssl.io.atomic import (
+    OWNER_MARKER,
+    atomic_dir,
+    atomic_file,
+    check_not_input,
+    check_writable,
+    claim_folder,
+    clean_stale_temps,
+    is_owned,
+    output_group,
+    prepare_output,
+    remove_owned,
+    write_json,
+    write_text,
+)
 from medssl.io.deidentify import DEID_SALT_ENV, Deidentifier
 from medssl.io.dicom_read import (
     SeriesInfo,
@@ -15,10 +29,11 @@ from medssl.io.dicom_read import (
     read_free_text,
 )
 from medssl.io.dicom_write import quantise_int16, write_dicom_series
-from medssl.io.errors import InputError, MedsslError, MultipleSeriesError
+from medssl.io.errors import InputError, MedsslError, MultipleSeriesError, OutputError
 from medssl.io.itk_io import ITK_SUFFIXES, from_sitk, read_itk, to_sitk, write_itk
 from medssl.io.limits import MAX_VOXELS_ENV, check_image_size, max_voxels
 from medssl.io.load import detect_format, output_format, read_volume, write_volume
+from medssl.io.paths import list_files
 from medssl.io.safe_meta import (
     FREE_TEXT_KEYWORDS,
     IDENTIFYING_KEYWORDS,
@@ -47,6 +62,7 @@ __all__ = [
     "IDENTIFYING_KEYWORDS",
     "ITK_SUFFIXES",
     "MAX_VOXELS_ENV",
+    "OWNER_MARKER",
     "SAFE_KEYWORDS",
     "Deidentifier",
     "DicomSource",
@@ -54,6 +70,7 @@ __all__ = [
     "MedsslError",
     "MultipleSeriesError",
     "NonFiniteCount",
+    "OutputError",
     "SeriesInfo",
     "Volume",
     "atomic_dir",
@@ -61,16 +78,22 @@ __all__ = [
     "canonical_settings",
     "check_image_size",
     "check_not_input",
+    "check_writable",
+    "claim_folder",
+    "clean_stale_temps",
     "count_nonfinite",
     "derive_uid",
     "detect_format",
     "find_series",
     "from_sitk",
     "is_dicom_file",
+    "is_owned",
+    "list_files",
     "load_tensors_file",
     "max_voxels",
     "orientation_code",
     "output_format",
+    "output_group",
     "prepare_output",
     "printable",
     "quantise_int16",
@@ -79,6 +102,7 @@ __all__ = [
     "read_free_text",
     "read_itk",
     "read_volume",
+    "remove_owned",
     "replace_nonfinite",
     "require_finite",
     "safe_metadata",
@@ -86,5 +110,7 @@ __all__ = [
     "to_sitk",
     "write_dicom_series",
     "write_itk",
+    "write_json",
+    "write_text",
     "write_volume",
 ]

@@ -28,6 +28,7 @@ import numpy as np
 
 from medssl.io.errors import InputError, MultipleSeriesError
 from medssl.io.limits import check_image_size
+from medssl.io.paths import list_files
 from medssl.io.safe_meta import IDENTIFYING_KEYWORDS, free_text, safe_metadata, series_key
 from medssl.io.text import printable
 from medssl.io.volume import DicomSource, Volume, count_nonfinite, nonfinite_warning
@@ -234,7 +235,7 @@ def find_series(folder: str | Path) -> tuple[list[SeriesInfo], dict[str, int]]:
         skipped: ``{"not_dicom": n, "not_image": n, "dicomdir": n}``.
     """
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = list_files(folder)  # links out of the folder are not followed
     groups: dict[str, SeriesInfo] = {}
     skipped = {"not_dicom": 0, "not_image": 0, "dicomdir": 0}
     with _quiet_pydicom():

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from medssl.io.atomic import atomic_file
-from medssl.io.errors import InputError
+from medssl.io.errors import InputError, OutputError
 from medssl.io.limits import DEFLATE_MAX_RATIO, check_image_size
 from medssl.io.volume import Volume, count_nonfinite, nonfinite_warning
 
@@ -521,6 +521,37 @@ def write_itk(
     image = to_sitk(volume, arr_dtype)
     if compress is None:
         compress = suffix in (".nii.gz", ".nrrd", ".mha")
-    with atomic_file(path) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
+    expected = tuple(int(v) for v in image.GetSize())
+    try:
+        with atomic_file(path, verify=lambda p: _verify_written(p, expected)) as tmp:
+            sitk.WriteImage(image, str(tmp), useCompression=compress)
+    except RuntimeError as exc:  # ITK's own write errors
+        reason = _itk_reason(exc).split(":", 1)[0]  # without ITK's temporary path
+        raise OutputError(
+            f"cannot write the image ({reason}: disk full or I/O error?); nothing was written",
+            path=path,
+            hint="free space on that disk or write elsewhere",
+        ) from None
     return path
+
+
+def _verify_written(path: Path, size: tuple[int, ...]) -> None:
+    """Read a just-written image back whole (ITK does not report a short write) and check
+    its size."""
+    import SimpleITK as sitk
+
+    try:
+        if itk_suffix(path) in (".nii", ".nii.gz"):
+            _check_nifti_complete(path)
+        image = sitk.ReadImage(str(path))
+    except (InputError, RuntimeError):
+        raise OutputError(
+            "the image did not read back complete (disk full?); nothing was written",
+            path=path,
+            hint="free space on that disk or write elsewhere",
+        ) from None
+    if tuple(int(v) for v in image.GetSize()) != size:
+        raise OutputError(
+            f"the image read back with size {tuple(image.GetSize())}, {size} written",
+            path=path,
+        )

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medssl.io.errors import InputError
+from medssl.io import InputError, write_text
 
 __all__ = [
     "PRESETS",
@@ -165,7 +165,7 @@ def load_plans(source: str | Path | dict) -> dict:
 
 def save_plans(plans: dict, path: str | Path) -> None:
     """Write plans as JSON (the format nnU-Net reads)."""
-    Path(path).write_text(json.dumps(plans, indent=2, sort_keys=False) + "\n")
+    write_text(path, json.dumps(plans, indent=2, sort_keys=False) + "\n")
 
 
 def _configuration_dict(plans: dict, configuration: str) -> dict:

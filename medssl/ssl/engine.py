@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medssl.io import load_tensors_file
+from medssl.io import atomic_file, load_tensors_file
 from medssl.ssl.distributed import DistInfo, all_reduce_mean, local_only
 
 __all__ = [
@@ -188,9 +187,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from medssl.data.volumes import (
     preprocess,
     write_manifest,
 )
-from medssl.io.errors import InputError
+from medssl.io import InputError, check_not_input
 from medssl.models.unet import build_network, load_plans
 from medssl.ssl.config import PretrainConfig, load_config
 from medssl.ssl.distributed import DistInfo, cleanup_distributed, setup_distributed
@@ -247,7 +247,10 @@ def pretrain(
             raise InputError("no training data given", hint="pass --data FOLDER or a list file")
         cfg = config if isinstance(config, PretrainConfig) else load_config(config)
 
-    # fail on bad input before anything is written
+    # fail on bad input before anything is written; never write inside the inputs
+    for given in (data, val_data):
+        if given is not None:
+            check_not_input(run, [given] if isinstance(given, str | Path) else list(given))
     refs = discover_volumes(data, cfg.data.exclude)
     val_refs = discover_volumes(val_data, cfg.data.exclude) if val_data else None
     _patch_size(cfg, load_plans(cfg.model.plans), method)

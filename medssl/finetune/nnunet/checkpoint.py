@@ -11,7 +11,6 @@ ignores and medssl's fine-tuning reads.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from medssl import __version__
-from medssl.io import InputError, load_tensors_file
+from medssl.io import InputError, atomic_file, check_not_input, load_tensors_file
 from medssl.models.unet import build_network
 
 __all__ = ["EXPORT_FORMAT", "check_weights_fit", "export_nnunet", "read_export"]
@@ -79,8 +78,7 @@ def export_nnunet(checkpoint: str | Path, output: str | Path, *, overwrite: bool
     src, out = Path(checkpoint), Path(output)
     if out.exists() and not overwrite:
         raise InputError("output exists", path=out, hint="pass --overwrite or choose another file")
-    if out.resolve() == src.resolve():
-        raise InputError("output would overwrite the checkpoint", path=out)
+    check_not_input(out, [src])
     ckpt = _load(src)
     meta = ckpt.get("medssl") or {}
     if "model" not in ckpt or "plans" not in meta:
@@ -130,13 +128,8 @@ def export_nnunet(checkpoint: str | Path, output: str | Path, *, overwrite: bool
         ),
         "source_checkpoint": src.name,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_file(out, verify=lambda p: load_tensors_file(p)) as tmp:
         torch.save({"network_weights": state, "medssl": record}, tmp)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
