@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medssl.io import (
+    Deidentifier,
     InputError,
     check_not_input,
     claim_folder,
@@ -113,11 +114,23 @@ class Stages(_Stage):
     report: ReportStage | None = None
 
 
+class DeidentifySpec(_Stage):
+    """De-identify the DICOM outputs (derived series, SEGs) under the PS3.15 Basic Profile.
+
+    The salt comes from ``salt_file`` or the ``MEDSSL_DEID_SALT`` environment variable; it is
+    never written to ``pipeline.json`` or the logs.
+    """
+
+    salt_file: str | None = None
+    dates: Literal["shift", "remove"] = "shift"
+
+
 class PipelineSpec(_Stage):
     """A validated pipeline file."""
 
     name: str | None = None
     output: str
+    deidentify: DeidentifySpec | None = None
     stages: Stages
 
 
@@ -288,8 +301,16 @@ def check_pipeline(path: str | Path) -> PipelineSpec:
 # ---- running -------------------------------------------------------------------------------
 
 
-def _digest(config: BaseModel) -> str:
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+def _digest(config: BaseModel, deidentify: DeidentifySpec | None) -> str:
+    text = config.model_dump_json() + (deidentify.dates if deidentify else "")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _deidentifier(spec: PipelineSpec) -> Deidentifier | None:
+    if spec.deidentify is None:
+        return None
+    salt = Path(spec.deidentify.salt_file) if spec.deidentify.salt_file else None
+    return Deidentifier.from_env_or_file(salt, dates=spec.deidentify.dates)
 
 
 class _StageLog:
@@ -351,11 +372,20 @@ def _stage_denoise(spec: PipelineSpec, out: Path, done: dict) -> dict:
         "steps": cfg.steps,
         "format": cfg.format,
     }
+    deid = _deidentifier(spec)
+    if deid is not None:
+        settings["deidentify"] = deid.dates
     shard = parse_shard(cfg.shard) if cfg.shard else None
     records, skipped = [], []
     for source in done["load"]["outputs"]["inputs"]:
         result = run_batch(
-            source, out, settings, shard=shard, device=cfg.device, threads=cfg.threads
+            source,
+            out,
+            settings,
+            shard=shard,
+            device=cfg.device,
+            threads=cfg.threads,
+            deidentify=deid,
         )
         records += result.done
         skipped += result.skipped
@@ -412,8 +442,9 @@ def _stage_finetune(spec: PipelineSpec, out: Path, done: dict) -> dict:
         splits=str(Path(cfg.splits).resolve()) if cfg.splits else None,
         label_names=cfg.label_names,
         device=cfg.device,
+        deidentify=spec.deidentify.dates if spec.deidentify else None,
     )
-    result = finetune(settings, out)
+    result = finetune(settings, out, deidentify=_deidentifier(spec))
     return {"run": str(out), "dice": result.dice, "warnings": result.warnings}
 
 
@@ -424,7 +455,8 @@ def _stage_predict(spec: PipelineSpec, out: Path, done: dict) -> dict:
     assert cfg is not None
     images = [str(p.resolve()) for p in _inputs(cfg.input)]
     labels = [str(p.resolve()) for p in _inputs(cfg.labels)] if cfg.labels else None
-    dice = predict_cases(Path(done["finetune"]["outputs"]["run"]), images, labels, out)
+    run = Path(done["finetune"]["outputs"]["run"])
+    dice = predict_cases(run, images, labels, out, deidentify=_deidentifier(spec))
     return {"folder": str(out), "dice": dice}
 
 
@@ -480,6 +512,7 @@ def run_pipeline(
         The ``pipeline.json`` record: per stage its config digest, outputs and seconds.
     """
     spec = check_pipeline(path)
+    _deidentifier(spec)  # no salt: refused before any stage runs
     for name in force or []:
         if name not in STAGES or getattr(spec.stages, name) is None:
             raise InputError(f"--force {name}: the pipeline has no such stage")
@@ -498,7 +531,7 @@ def run_pipeline(
         cfg = getattr(spec.stages, name)
         if cfg is None:
             continue
-        digest = _digest(cfg)
+        digest = _digest(cfg, spec.deidentify)
         prior = done.get(name)
         incomplete = bool(prior and prior.get("outputs", {}).get("skipped"))
         if (

@@ -80,7 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="medssl")
     except MedsslError as exc:
-        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
+        # paths and messages may carry control characters: print each line cleaned, indented
+        lines = [
+            line[: len(line) - len(line.lstrip())] + printable(line, None)
+            for line in str(exc).splitlines()
+        ]
+        err.print(f"[bold red]error:[/bold red] {escape(chr(10).join(lines))}")
         sys.exit(exc.exit_code)
     except OSError as exc:  # a file-system error outside medssl's writer: say where
         where = f"{printable(exc.filename, 300)}: " if exc.filename else ""

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import typer
 from rich.markup import escape
 
 from medssl.cli._console import err, out
+from medssl.cli._deid import (
+    DATES_OPTION,
+    DEIDENTIFY_OPTION,
+    SALT_OPTION,
+    deidentifier_from_options,
+)
 from medssl.io import (
-    DEID_SALT_ENV,
-    Deidentifier,
     InputError,
     check_not_input,
     output_format,
@@ -44,25 +47,9 @@ def convert(
         None, "--dtype", help=f"Voxel type of a NIfTI/NRRD/MHA output: {', '.join(_DTYPES)}."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
-    deidentify: bool = typer.Option(
-        False,
-        "--deidentify",
-        help="Write a DICOM output under the DICOM PS3.15 Basic Profile: pseudonymous patient, "
-        "UIDs mapped with your salt, dates shifted per patient, no free text or private tags. "
-        f"Needs a salt: --deidentify-salt-file or ${DEID_SALT_ENV}. (NIfTI, NRRD and MHA "
-        "outputs never carry header text.)",
-    ),
-    salt_file: Path | None = typer.Option(
-        None,
-        "--deidentify-salt-file",
-        help=f"File holding the secret salt of --deidentify (else ${DEID_SALT_ENV}); keep it: "
-        "the same salt maps the same patient and study to the same pseudonym and UIDs.",
-    ),
-    deid_dates: str = typer.Option(
-        "shift",
-        "--deidentify-dates",
-        help="With --deidentify: 'shift' dates by one offset per patient, or 'remove' them.",
-    ),
+    deidentify: bool = DEIDENTIFY_OPTION,
+    salt_file: Path | None = SALT_OPTION,
+    deid_dates: str = DATES_OPTION,
 ) -> None:
     """Convert an image between DICOM, NIfTI, NRRD and MetaImage.
 
@@ -71,19 +58,7 @@ def convert(
     """
     if dtype is not None and dtype not in _DTYPES:
         raise InputError(f"unknown --dtype {dtype!r}", hint=f"use one of {', '.join(_DTYPES)}")
-    deidentifier = None
-    if deidentify:
-        if deid_dates not in ("shift", "remove"):
-            raise InputError(
-                f"unknown --deidentify-dates {deid_dates!r}", hint="use 'shift' or 'remove'"
-            )
-        dates: Literal["shift", "remove"] = "shift" if deid_dates == "shift" else "remove"
-        deidentifier = Deidentifier.from_env_or_file(salt_file, dates=dates)
-    elif salt_file is not None:
-        raise InputError(
-            "--deidentify-salt-file is given without --deidentify",
-            hint="add --deidentify to de-identify the output, or drop the salt file",
-        )
+    deidentifier = deidentifier_from_options(deidentify, salt_file, deid_dates)
     check_not_input(dst, [src])
     volume = read_volume(src, series=series)
     for warning in volume.warnings:

@@ -10,7 +10,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from medssl.cli._console import err, out
+from medssl.cli._deid import (
+    DATES_OPTION,
+    DEIDENTIFY_OPTION,
+    SALT_OPTION,
+    deidentifier_from_options,
+)
 from medssl.io import (
+    Deidentifier,
     InputError,
     check_not_input,
     check_writable,
@@ -104,6 +111,9 @@ def denoise(
         "an image holding any is refused.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    deidentify: bool = DEIDENTIFY_OPTION,
+    salt_file: Path | None = SALT_OPTION,
+    deid_dates: str = DATES_OPTION,
 ) -> None:
     """Denoise one low-dose CT scan with Filter2Noise (self-supervised, fitted to the scan).
 
@@ -124,6 +134,7 @@ def denoise(
     from medssl.denoise.noise import noise_std_hu
 
     t0 = time.perf_counter()
+    deidentifier = deidentifier_from_options(deidentify, salt_file, deid_dates)
     if mode not in ("2d", "3d"):
         raise InputError(f"--mode must be 2d or 3d, got {mode!r}")
     if batch is not None:
@@ -143,7 +154,9 @@ def denoise(
             raise InputError(f"{', '.join(given)} cannot be used with --batch")
         if replace_nonfinite_value is not None:
             raise InputError("--replace-nonfinite applies to a single scan, not to --batch")
-        _batch(batch, output, preset_name, mode, steps, seed, device, threads, shard, t0)
+        _batch(
+            batch, output, preset_name, mode, steps, seed, device, threads, shard, t0, deidentifier
+        )
         return
     if src is None:
         raise InputError("give an input scan, or --batch FOLDER", hint="see medssl denoise --help")
@@ -246,6 +259,7 @@ def denoise(
         "strength": strength,
         "roi": roi,
         "roi_factor": roi_factor if roi else None,
+        "deidentify": deidentifier.dates if deidentifier else None,
     }
     # the image, the sigma maps and the model appear together, or none of them does
     with output_group():
@@ -258,6 +272,7 @@ def denoise(
                 f"Filter2Noise denoising by medssl ({denoiser.config.name}, strength {strength})"
             ),
             series_description=None,
+            deidentify=deidentifier,
         )
         files = []
         if sigma_maps is not None:
@@ -286,6 +301,7 @@ def _batch(
     threads: int | None,
     shard: str | None,
     t0: float,
+    deidentifier: Deidentifier | None,
 ) -> None:
     from medssl.denoise.batch import DenoiseJob, parse_shard, run_batch
     from medssl.denoise.filter2noise import preset
@@ -296,6 +312,8 @@ def _batch(
         raise InputError(str(exc)) from None
     part = parse_shard(shard) if shard else None
     settings = {"preset": preset_name, "mode": mode, "seed": seed, "steps": steps}
+    if deidentifier is not None:
+        settings["deidentify"] = deidentifier.dates
 
     def report(state: str, job: DenoiseJob, record: dict | None) -> None:
         assert record is not None
@@ -310,7 +328,14 @@ def _batch(
             )
 
     result = run_batch(
-        folder, output, settings, shard=part, device=device, threads=threads, progress=report
+        folder,
+        output,
+        settings,
+        shard=part,
+        device=device,
+        threads=threads,
+        progress=report,
+        deidentify=deidentifier,
     )
     label = f" (shard {shard})" if shard else ""
     seconds = time.perf_counter() - t0

@@ -7,6 +7,12 @@ from pathlib import Path
 import typer
 
 from medssl.cli._console import out
+from medssl.cli._deid import (
+    DATES_OPTION,
+    DEIDENTIFY_OPTION,
+    SALT_OPTION,
+    deidentifier_from_options,
+)
 from medssl.io.errors import InputError
 
 __all__ = ["finetune"]
@@ -84,6 +90,9 @@ def finetune(
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation, sampling, augmentation."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     dataset_id: int = typer.Option(900, "--dataset-id", help="nnU-Net dataset ID (1..999)."),
+    deidentify: bool = DEIDENTIFY_OPTION,
+    salt_file: Path | None = SALT_OPTION,
+    deid_dates: str = DATES_OPTION,
 ) -> None:
     """Fine-tune with nnU-Net v2 (its own planning, training and prediction) and report Dice.
 
@@ -98,6 +107,7 @@ def finetune(
 
     # each step of the run (nnU-Net commands, their logs) is shown: training takes long
     logging.getLogger("medssl.finetune").setLevel(logging.INFO)
+    deidentifier = deidentifier_from_options(deidentify, salt_file, deid_dates)
     if test_labels and not test_data:
         raise InputError("--test-labels needs --test-data")
     if spacing not in ("pretrained", "target"):
@@ -125,8 +135,9 @@ def finetune(
         warmup=warmup,
         seed=seed,
         device=device,
+        deidentify=deidentifier.dates if deidentifier else None,
     )
-    result = run_finetune(settings, output)
+    result = run_finetune(settings, output, deidentify=deidentifier)
     for warning in result.warnings:
         out.print(f"warning: {warning}")
     for part, block in result.dice.items():

@@ -65,7 +65,10 @@ def _volume_table(path: Path, volume: Volume, descriptions: dict[str, str] | Non
     row("orientation", f"{volume.orientation} (x, y, z axes point towards these)")
     d = np.round(volume.direction[:, ::-1], 4)
     row("direction (x, y, z columns)", str(d.tolist()))
-    row("intensity", f"min {s['min']:.6g}, max {s['max']:.6g}, mean {s['mean']:.6g}")
+    if s["min"] is None:
+        row("intensity", "no finite values")
+    else:
+        row("intensity", f"min {s['min']:.6g}, max {s['max']:.6g}, mean {s['mean']:.6g}")
     for key in ("series_key", "n_files", "Manufacturer", "SliceThickness"):
         if key in volume.meta:
             row(key.replace("_", " "), printable(volume.meta[key]))

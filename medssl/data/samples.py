@@ -233,7 +233,7 @@ SAMPLES: dict[str, Sample] = {
             keep_below="*/mrbias/roi_detection_templates/siemens_skyra_3p0T/dicom/",
             main=".",
             description="3D MR of the NIST system phantom, a 256-file DICOM series, 256^3",
-            attribution="MR-BIAS 1.0.2 ROI templates (Apache-2.0)",
+            attribution="MR-BIAS 1.0.2 ROI templates (BSD-3-Clause upstream)",
         ),
         Sample(
             name="itk_t1",

@@ -35,6 +35,7 @@ import numpy as np
 from medssl.data.volumes import DEFAULT_EXCLUDE, _excluded, _is_volume_file
 from medssl.io import (
     OWNER_MARKER,
+    Deidentifier,
     InputError,
     MedsslError,
     atomic_dir,
@@ -85,30 +86,35 @@ def batch_input_root(folder: str | Path) -> Path:
     return root.parent if root.is_file() and is_dicom_file(root) else root
 
 
-def find_jobs(folder: str | Path) -> list[DenoiseJob]:
+def find_jobs(folder: str | Path, *, deidentify: Deidentifier | None = None) -> list[DenoiseJob]:
     """The series under ``folder`` (any nesting), sorted by key.
 
     A DICOM file stands for the series of its folder; file links that lead out of the folder
-    are not followed.
+    are not followed. With ``deidentify`` the keys hash the salted UID (or path), so an
+    output folder's name cannot be linked to its source without the salt.
 
     Raises:
         InputError: ``folder`` is not a folder or holds no image series.
     """
     root = batch_input_root(folder)
+
+    def key(kind: str, text: str) -> str:
+        return _hash(kind + (deidentify.uid(text) if deidentify else text))
+
     if root.is_file():  # one image file
-        return [DenoiseJob(_hash("file:" + root.name), str(root), None)]
+        return [DenoiseJob(key("file:", root.name), str(root), None)]
     if not root.is_dir():
         raise InputError("no such folder of series", path=root)
     jobs: dict[str, DenoiseJob] = {}
     series, _ = find_series(root)
     for s in series:
         parent = Path(os.path.commonpath([str(f.parent) for f in s.files]))
-        key = _hash("uid:" + s.uid)
-        jobs[key] = DenoiseJob(key, str(parent), s.key)
+        k = key("uid:", s.uid)
+        jobs[k] = DenoiseJob(k, str(parent), s.key)
     for p in list_files(root):
         if _is_volume_file(p) and not _excluded(p, DEFAULT_EXCLUDE):
-            key = _hash("file:" + p.relative_to(root).as_posix())
-            jobs[key] = DenoiseJob(key, str(p), None)
+            k = key("file:", p.relative_to(root).as_posix())
+            jobs[k] = DenoiseJob(k, str(p), None)
     if not jobs:
         raise InputError(
             "no image series found", path=root, hint="give a folder holding DICOM series or images"
@@ -160,6 +166,7 @@ def denoise_job(
     *,
     device: str = "cpu",
     threads: int | None = None,
+    deidentify: Deidentifier | None = None,
 ) -> dict[str, Any]:
     """Denoise one series into ``out`` (atomically); returns its record."""
     import torch
@@ -198,6 +205,7 @@ def denoise_job(
             settings={"method": "filter2noise", **settings},
             derivation=f"Filter2Noise denoising by medssl ({config.name})",
             modality="CT",
+            deidentify=deidentify,
         )
         save_sigma_maps(
             maps,
@@ -252,6 +260,7 @@ def run_batch(
     device: str = "cpu",
     threads: int | None = None,
     progress: Callable[[str, DenoiseJob, dict | None], None] | None = None,
+    deidentify: Deidentifier | None = None,
 ) -> BatchResult:
     """Denoise every series of ``folder`` (or of one shard) into ``outdir/<key>/``.
 
@@ -266,6 +275,8 @@ def run_batch(
         device: Torch device.
         threads: CPU threads per process.
         progress: Called with ``("skip"|"done"|"failed", job, record)``.
+        deidentify: Write DICOM outputs under the PS3.15 Basic Profile (and name the job
+            folders by salted hashes); ``settings`` should say so (``"deidentify"``).
 
     Returns:
         The records of this shard's finished series (skipped ones read back from
@@ -276,7 +287,7 @@ def run_batch(
     """
     root = batch_input_root(folder)
     check_not_input(outdir, [root])
-    jobs = shard_jobs(find_jobs(folder), shard)
+    jobs = shard_jobs(find_jobs(folder, deidentify=deidentify), shard)
     out_root = claim_folder(outdir, "batch")
     for stale in clean_stale_temps(out_root):
         log.info("removed %s, left by a killed run", stale.name)
@@ -292,7 +303,9 @@ def run_batch(
             continue
         log.info("series %s: denoising", job.key)
         try:
-            record = denoise_job(job, out, settings, device=device, threads=threads)
+            record = denoise_job(
+                job, out, settings, device=device, threads=threads, deidentify=deidentify
+            )
         except (MedsslError, RuntimeError, ValueError, OSError, MemoryError) as exc:
             reason = exc.message if isinstance(exc, MedsslError) else type(exc).__name__
             failed = _skip(out_root, job, root, reason)

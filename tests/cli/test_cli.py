@@ -70,8 +70,11 @@ def test_info_lists_series_of_a_folder(medssl, tmp_path):
     write_series(small_ct(seed=1), tmp_path / "d" / "a", series_uid="1.2.3.4.1", description="one")
     write_series(small_ct(seed=2), tmp_path / "d" / "b", series_uid="1.2.3.4.2", description="two")
     r = medssl("info", tmp_path / "d")
-    assert r.code == 0 and "2 DICOM series" in r.stdout and "'one'" in r.stdout
+    assert r.code == 0 and "2 DICOM series" in r.stdout
+    assert "'one'" not in r.stdout and "'two'" not in r.stdout  # free text: only on request
     assert "[1] key=" in r.stdout and "[2] key=" in r.stdout
+    r = medssl("info", tmp_path / "d", "--show-descriptions")
+    assert r.code == 0 and "'one'" in r.stdout and "'two'" in r.stdout
     r = medssl("info", tmp_path / "d", "--series", "2")
     assert r.code == 0 and "20 x 24 x 6" in r.stdout
 

@@ -119,5 +119,5 @@ def test_batch_refuses_single_scan_options_and_bad_shards(medssl, studies, tmp_p
     r = medssl("denoise", "--batch", studies, "-o", tmp_path / "o", "--shard", "2/2")
     assert r.code == 2 and "0 <= i < n" in r.stderr
     r = medssl("denoise", "--batch", studies, "-o", studies / "inside")
-    assert r.code == 2 and "inside the input" in r.stderr
+    assert r.code == 2 and "overlap" in r.stderr
     assert not (tmp_path / "o").exists()

@@ -11,6 +11,7 @@ import sys
 import time
 from itertools import pairwise
 
+import highdicom as hd
 import numpy as np
 import pytest
 import torch
@@ -21,11 +22,19 @@ from medssl.finetune.nnunet import (
     pair_cases,
     transfer_plans,
 )
-from medssl.finetune.nnunet.run import FinetuneSettings, _load_weights, finetune
+from medssl.finetune.nnunet.run import FinetuneSettings, _load_weights, finetune, seg_name
 from medssl.finetune.nnunet.trainers import WarmupPolyLR
-from medssl.io import InputError, Volume, read_volume, write_dicom_series, write_volume
+from medssl.io import (
+    Deidentifier,
+    InputError,
+    Volume,
+    read_volume,
+    write_dicom_series,
+    write_volume,
+)
 from medssl.models import build_network, preset_plans
 from medssl.ssl.pretrain import pretrain
+from tests.io.test_deidentify import SALT, STUDY_UID, find_needles, write_planted_series
 from tests.ssl.volumes import TINY_CONFIG, head_phantom, write_collection
 
 SHAPE = (36, 40, 34)
@@ -220,14 +229,26 @@ def test_checkpoint_to_dice_through_nnunets_commands(medssl, pretrained, labelle
     img, lab = labelled
     export = tmp_path / "mae.pth"
     assert medssl("export-nnunet", pretrained, "-o", export).code == 0
-    # one test case given as a DICOM series: its prediction also comes back as a DICOM SEG
+    # test cases given as DICOM series: their predictions also come back as DICOM SEGs,
+    # de-identified; one of them carries a value planted into every identifying attribute
     test = tmp_path / "test"
     write_dicom_series(read_volume(img / "c3_image.nrrd"), test / "c3", modality="MR")
+    write_planted_series(test / "planted", index=1)
     run = tmp_path / "run"
     args = ["finetune", "-d", img, "-l", lab, "--pretrained", export, "-o", run, *SHORT]
     args += ["--test-data", test, "--label-names", "background,tissue,core", "--device", "cpu"]
-    r = medssl(*args, timeout=600)
+    args += ["--deidentify"]
+    env = {"MEDSSL_DEID_SALT": SALT.decode()}
+    r = medssl(*args, timeout=600, env=env)
     assert r.code == 0, r.stderr[-3000:]
+    assert find_needles(r.output) == []
+    deid = Deidentifier(SALT)
+    planted = hd.seg.segread(run / "predictions" / seg_name("planted", deid))
+    assert planted.PatientIdentityRemoved == "YES" and planted.StudyInstanceUID != STUDY_UID
+    for path in (run / "predictions").rglob("*"):  # SEGs, NIfTI predictions, names
+        assert find_needles(path.name) == [], path
+        if path.suffix == ".dcm":
+            assert find_needles(path.read_bytes()) == [], path
     assert "Dice (validation, 1 cases): tissue" in r.stdout
     dice = json.loads((run / "dice.json").read_text())
     assert set(dice["validation"]["cases"]) == {"c0"}  # fold 0 of 4 leave-one-out folds
@@ -244,20 +265,18 @@ def test_checkpoint_to_dice_through_nnunets_commands(medssl, pretrained, labelle
         if ".seg_layers." not in key:
             assert value.shape == pre[key].shape, key
     # the DICOM test series: a NIfTI prediction and a SEG that matches it
-    import highdicom as hd
-
     pred = read_volume(run / "predictions" / "c3.nii.gz").array
-    seg = hd.seg.segread(run / "predictions" / "c3_seg.dcm")
+    seg = hd.seg.segread(run / "predictions" / seg_name("c3", deid))
     assert [d.SegmentLabel for d in seg.SegmentSequence] == ["tissue", "core"]
     assert seg.NumberOfFrames == 2 * SHAPE[0]
     assert int(np.asarray(seg.pixel_array).sum()) == int((pred > 0).sum())
     # re-running the same command resumes: everything is done, no nnU-Net command runs
     logs = {p.name: p.stat().st_mtime for p in (run / "logs").iterdir()}
-    r = medssl(*args, timeout=600)
+    r = medssl(*args, timeout=600, env=env)
     assert r.code == 0, r.stderr[-3000:]
     assert logs == {p.name: p.stat().st_mtime for p in (run / "logs").iterdir()}
     # and other settings in the same folder are refused
-    r = medssl(*args[:-1], "cuda")
+    r = medssl(*args[:-2], "cuda", "--deidentify", env=env)
     assert r.code == 2 and "other settings" in r.stderr
 
 

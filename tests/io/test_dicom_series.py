@@ -94,7 +94,8 @@ def test_multiple_series_listed_without_identifiers_and_selectable(tmp_path):
         read_volume(tmp_path / "both")
     text = str(info.value)
     assert len(info.value.series) == 2
-    assert "first" in text and "second" in text and "--series" in text
+    assert "first" not in text and "second" not in text  # free text is not printed
+    assert "--series" in text and "--show-descriptions" in text
     for value in PLANTED.values():
         assert value not in text
     assert "1.2.826.0.1.3680043.99.1" not in text  # UIDs are shown as hashed keys only

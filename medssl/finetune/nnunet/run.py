@@ -23,6 +23,7 @@ Run folder::
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -47,8 +48,14 @@ from medssl.finetune.nnunet.dataset import (
     pair_cases,
 )
 from medssl.finetune.nnunet.plans import check_normalisation, check_pretrained_fits, transfer_plans
-from medssl.io import InputError, MedsslError, read_volume
-from medssl.io.atomic import OWNER_MARKER, check_not_input
+from medssl.io import (
+    OWNER_MARKER,
+    Deidentifier,
+    InputError,
+    MedsslError,
+    check_not_input,
+    read_volume,
+)
 
 __all__ = [
     "FinetuneResult",
@@ -100,6 +107,8 @@ class FinetuneSettings:
     warmup: float | None = None
     seed: int | None = 0
     device: str = "auto"
+    #: DICOM SEG outputs de-identified ("shift" or "remove" dates; the salt is never stored)
+    deidentify: str | None = None
 
 
 @dataclass
@@ -329,7 +338,12 @@ def _check_settings(run_dir: Path, settings: FinetuneSettings) -> bool:
     return True
 
 
-def finetune(settings: FinetuneSettings, run_dir: str | Path) -> FinetuneResult:
+def finetune(
+    settings: FinetuneSettings,
+    run_dir: str | Path,
+    *,
+    deidentify: Deidentifier | None = None,
+) -> FinetuneResult:
     """Fine-tune (or train from scratch) with nnU-Net v2, then score; resumable.
 
     Steps, each skipped when already done: dataset export, fingerprint and planning, plans
@@ -337,11 +351,16 @@ def finetune(settings: FinetuneSettings, run_dir: str | Path) -> FinetuneResult:
     ``checkpoint_latest.pth`` continues with ``--c``), validation predictions, test
     predictions (and DICOM SEG for DICOM test series), Dice.
 
+    With ``deidentify`` (and ``settings.deidentify`` set to its dates mode) the DICOM SEGs
+    are written under the PS3.15 Basic Profile and named by a salted hash of the case.
+
     Raises:
         InputError: Bad inputs or a checkpoint that does not fit (names the key and shapes).
         NnunetCommandError: An nnU-Net command failed (its log is named).
     """
     run_dir = Path(run_dir)
+    if (deidentify is None) != (settings.deidentify is None):
+        raise InputError("settings.deidentify and the deidentify argument go together")
     if not settings.trainer.startswith("nnUNetTrainer"):
         raise InputError(f"--trainer must name an nnU-Net trainer class, got {settings.trainer!r}")
     if settings.pretrained is None and not settings.scratch:
@@ -479,7 +498,9 @@ def finetune(settings: FinetuneSettings, run_dir: str | Path) -> FinetuneResult:
     dice: dict[str, Any] = {"validation": {"cases": val_scores, "mean": _summary(val_scores)}}
 
     if test_cases:
-        ctx = _Predictor(nnunet, did, configuration, plans_name, settings, device, labels)
+        ctx = _Predictor(
+            nnunet, did, configuration, plans_name, settings, device, labels, deidentify
+        )
         test_dice = ctx.run(test_cases, raw / "imagesTs", run_dir / "predictions")
         if test_dice is not None:
             dice["test"] = test_dice
@@ -511,6 +532,7 @@ class _Predictor:
     settings: FinetuneSettings
     device: str
     labels: dict[str, int]
+    deidentify: Deidentifier | None = None
 
     def run(self, cases: Sequence[Case], images: Path, pred_dir: Path) -> dict[str, Any] | None:
         expected = [pred_dir / f"{c.case_id}.nii.gz" for c in cases]
@@ -526,7 +548,7 @@ class _Predictor:
                 ],
                 "predict",
             )
-        _write_segs(cases, pred_dir, self.labels)
+        _write_segs(cases, pred_dir, self.labels, self.deidentify)
         if any(c.label is None for c in cases):
             return None
         refs = {c.case_id: (c.label.path, c.label.series) for c in cases if c.label}
@@ -539,6 +561,8 @@ def predict_cases(
     images: Sequence[str | Path],
     labels: Sequence[str | Path] | None,
     out_dir: str | Path,
+    *,
+    deidentify: Deidentifier | None = None,
 ) -> dict[str, Any] | None:
     """Predict new images with the model of a finished ``medssl finetune`` run.
 
@@ -547,6 +571,7 @@ def predict_cases(
         images: Images (folders, list files or volumes; DICOM series also get a DICOM SEG).
         labels: Their label maps for Dice, or ``None``.
         out_dir: Receives ``{case}.nii.gz`` (and ``{case}_seg.dcm``) and ``input/``.
+        deidentify: Write the DICOM SEGs under the PS3.15 Basic Profile.
 
     Returns:
         Dice per case and label with means, when ``labels`` are given.
@@ -577,23 +602,37 @@ def predict_cases(
         settings,
         device,
         dataset["labels"],
+        deidentify,
     )
     return ctx.run(cases, inputs, out_dir)
 
 
-def _write_segs(test_cases: Sequence[Case], pred_dir: Path, labels: dict[str, int]) -> None:
+def seg_name(case_id: str, deidentify: Deidentifier | None = None) -> str:
+    """The DICOM SEG file of a case: named by the case, or by a salted hash of it when
+    de-identified (case names often come from folders named after the patient)."""
+    if deidentify is None:
+        return f"{case_id}_seg.dcm"
+    return f"{hashlib.sha256(deidentify.uid(case_id).encode()).hexdigest()[:16]}_seg.dcm"
+
+
+def _write_segs(
+    test_cases: Sequence[Case],
+    pred_dir: Path,
+    labels: dict[str, int],
+    deidentify: Deidentifier | None = None,
+) -> None:
     from medssl.finetune.nnunet.seg import write_seg
 
     for case in test_cases:
         source = Path(case.image.path)
         if case.image.series is None and not source.is_dir():
             continue
-        target = pred_dir / f"{case.case_id}_seg.dcm"
+        target = pred_dir / seg_name(case.case_id, deidentify)
         if target.is_file():
             continue
         image = read_volume(source, series=case.image.series)
         pred = read_volume(pred_dir / f"{case.case_id}.nii.gz").array.astype(np.uint8)
-        write_seg(image, pred, labels, target)
+        write_seg(image, pred, labels, target, deidentify=deidentify)
 
 
 def _write_dice(run_dir: Path, dice: dict[str, Any]) -> None:
