@@ -43,7 +43,7 @@ from medssl.io.errors import InputError
 from medssl.io.uids import canonical_settings, derive_uid
 from medssl.io.volume import Volume
 
-__all__ = ["quantise_int16", "write_dicom_series"]
+__all__ = ["is_medssl_series", "quantise_int16", "write_dicom_series"]
 
 _SOP_CLASS = {
     "CT": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
@@ -192,6 +192,27 @@ def _read_template(volume: Volume) -> tuple[Any | None, list[Any]]:
     return headers[0], per_slice
 
 
+def is_medssl_series(folder: Path) -> bool:
+    """Whether ``folder`` holds only a derived series medssl wrote (every entry a DICOM file
+    with medssl's ImplementationClassUID): only such a folder is replaced by ``overwrite``."""
+    import pydicom
+
+    impl_uid = derive_uid("medssl-implementation")
+    entries = list(folder.iterdir())
+    if not entries:
+        return True
+    for p in entries:
+        if not p.is_file() or p.is_symlink():
+            return False
+        try:
+            meta = pydicom.filereader.read_file_meta_info(p)
+        except Exception:
+            return False
+        if str(meta.get("ImplementationClassUID", "")) != impl_uid:
+            return False
+    return True
+
+
 def write_dicom_series(
     volume: Volume,
     out_dir: str | Path,
@@ -328,7 +349,7 @@ def _write_dicom_series(
 
     impl_uid = derive_uid("medssl-implementation")
     written: list[Path] = []
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite, owned=is_medssl_series) as tmp:
         for k in range(volume.shape[0]):
             sop_uid = derive_uid(source_key, version_str, settings_text, "instance", str(k))
             meta = FileMetaDataset()

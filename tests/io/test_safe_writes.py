@@ -205,3 +205,17 @@ def test_file_links_out_of_the_folder_are_not_followed(tmp_path):
     names = [p.name for p in list_files(inside)]
     assert names == ["a.nii.gz", "in.nii.gz"]
     assert "out.nii.gz" in [p.name for p in list_files(inside, follow_outside_links=True)]
+
+
+def test_overwrite_replaces_a_derived_series_medssl_wrote_but_no_other_folder(tmp_path):
+    arr = np.full((2, 16, 16), -1000.0, np.float32)
+    arr[:, 4:12, 4:12] = 40.0
+    ct = Volume(arr, spacing=(1, 1, 1), modality="CT")
+    write_volume(ct, tmp_path / "series")
+    write_volume(ct.with_array(arr + 1), tmp_path / "series", overwrite=True)
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "report.pdf").write_bytes(b"%PDF")
+    with pytest.raises(InputError, match="did not make"):
+        write_volume(ct, user, overwrite=True)
+    assert _visible(user) == ["report.pdf"]
