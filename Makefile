@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   - runs medssl on built-in real sample data (fetched and cached on first use)
-#   make test   - runs the default test suite (everything but the `slow` and `cuda` markers)
+#   make test   - runs the default test suite (everything but the `slow` and `cuda` markers),
+#                 one pytest worker per core
 # Both create the environment in .venv when it is missing and reuse it otherwise.
 
 PYTHON ?= python3
@@ -17,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -m "$(TEST_MARKERS)"
+	$(BIN)/python -m pytest -m "$(TEST_MARKERS)" -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

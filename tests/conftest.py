@@ -13,6 +13,14 @@ import pytest
 
 from medssl.data import DataUnavailableError, fetch
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one compute thread per test process (and the commands it starts): with a worker per
+    # core, more threads only contend for the same cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def _fetch_or_skip(name: str) -> Path:
     try:

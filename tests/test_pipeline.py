@@ -126,6 +126,7 @@ def test_denoise_pipeline_runs_once_and_reruns_only_what_is_forced(medssl, studi
     assert r.code == 2 and "no such stage" in r.stderr
 
 
+@pytest.mark.slow  # nnU-Net end to end again (the finetune tests cover it by default): ~55 s
 def test_pretrain_export_finetune_predict_report_pipeline(medssl, tmp_path):
     from tests.finetune.test_finetune import _labelled
     from tests.ssl.volumes import TINY_CONFIG, write_collection

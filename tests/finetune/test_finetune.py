@@ -305,6 +305,7 @@ def test_splits_given_by_the_user_are_checked(labelled, tmp_path):
         finetune(settings, tmp_path / "run")
 
 
+@pytest.mark.slow  # two nnU-Net runs, one killed: ~50 s
 def test_a_killed_run_continues_from_nnunets_checkpoint(labelled, tmp_path):
     """nnU-Net refuses ``--c`` with ``-pretrained_weights``: a resumed fold continues from its
     own checkpoint_latest.pth without it."""
