@@ -224,8 +224,9 @@ def remove_owned(folder: str | os.PathLike[str]) -> None:
     shutil.rmtree(p)
 
 
-def clean_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
-    """Remove medssl's temporary entries in ``folder`` left by killed runs.
+def clean_stale_temps(folder: str | os.PathLike[str], *, name: str | None = None) -> list[Path]:
+    """Remove medssl's temporary entries in ``folder`` left by killed runs (only those of the
+    output ``name`` when given).
 
     An entry is stale when the process that made it (same host) is gone, or when it was made
     on another host more than :data:`STALE_AFTER_S` ago. Returns the removed paths.
@@ -238,6 +239,8 @@ def clean_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
     for p in root.iterdir():
         tag = _TMP_TAG if _TMP_TAG in p.name else _OLD_TAG if _OLD_TAG in p.name else None
         if not p.name.startswith(".") or tag is None:
+            continue
+        if name is not None and not p.name.startswith(f".{name}{tag}"):
             continue
         parts = p.name.split(tag, 1)[1].split(".")
         if len(parts) < 3:
@@ -450,6 +453,7 @@ def atomic_file(
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(target.parent, name=target.name)  # left by a killed earlier run
         holder = target.parent / _tmp_name(target.name)
         holder.mkdir()
     except OSError as exc:
@@ -505,6 +509,7 @@ def atomic_dir(
     _check_replaceable(item)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(target.parent, name=target.name)  # left by a killed earlier run
         tmp = target.parent / _tmp_name(target.name)
         tmp.mkdir()
     except OSError as exc:

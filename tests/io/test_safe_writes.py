@@ -219,3 +219,17 @@ def test_overwrite_replaces_a_derived_series_medssl_wrote_but_no_other_folder(tm
     with pytest.raises(InputError, match="did not make"):
         write_volume(ct, user, overwrite=True)
     assert _visible(user) == ["report.pdf"]
+
+
+def test_a_write_removes_what_a_killed_write_of_the_same_output_left(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = __import__("socket").gethostname().replace(".", "-")[:32]
+    left = tmp_path / f".series.medssl-tmp.{host}.{dead.pid}.0123abcd"
+    left.mkdir()
+    (left / "00001.dcm").write_bytes(b"patient data")
+    other = tmp_path / f".other.medssl-tmp.{host}.{dead.pid}.0123abcd"
+    other.mkdir()
+    with atomic_dir(tmp_path / "series") as d:
+        (d / "f").write_text("x")
+    assert not left.exists() and other.exists()  # only the same output's leftovers
