@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import typer
@@ -11,7 +14,7 @@ import typer
 from medssl.cli._console import out
 from medssl.cli.info import _volume_table
 from medssl.data import SAMPLES, fetch
-from medssl.io import Volume, read_volume, write_volume
+from medssl.io import Volume, claim_folder, read_volume, write_volume
 
 __all__ = ["demo"]
 
@@ -37,17 +40,14 @@ def demo(
     out.print(SAMPLES["lung1"].attribution, style="dim")
     volume = read_volume(src)
     out.print(_volume_table(src, volume))
-    output.mkdir(parents=True, exist_ok=True)
+    claim_folder(output, "demo")  # a new, empty or earlier demo folder: never a user's
 
     out.rule("2. medssl denoise lung1 (fit on the scan, apply to every slice)")
     nifti = output / "lung1_denoised.nii.gz"
     out.print(f"medssl denoise {src} -o {nifti} --sigma-maps {output / 'sigma_maps'}")
-    denoise(
-        src,
-        output=nifti,
-        sigma_maps=output / "sigma_maps",
-        **_DENOISE_DEFAULTS,  # type: ignore[arg-type]
-    )
+    options = {**_defaults(denoise), "overwrite": True}
+    options.update(src=src, output=nifti, sigma_maps=output / "sigma_maps")
+    denoise(**options)
     dicom_dir = output / "lung1_denoised_dicom"
     denoised = read_volume(nifti)
     write_volume(
@@ -122,23 +122,14 @@ def _pretrain_taste(output: Path) -> None:
     )
 
 
-_DENOISE_DEFAULTS = {
-    "batch": None,
-    "shard": None,
-    "series": None,
-    "strength": 1.0,
-    "roi": None,
-    "roi_factor": 2.0,
-    "mode": "2d",
-    "preset_name": "medssl",
-    "steps": None,
-    "seed": 0,
-    "device": "cpu",
-    "threads": None,
-    "save_model": None,
-    "model_path": None,
-    "overwrite": True,
-}
+def _defaults(command: Callable[..., None]) -> dict[str, Any]:
+    """The defaults of a command's options, as the CLI would fill them (so that calling the
+    command from Python stays right when options are added)."""
+    values = {}
+    for name, param in inspect.signature(command).parameters.items():
+        default = param.default
+        values[name] = getattr(default, "default", default)  # typer's OptionInfo
+    return values
 
 
 def _quarter_dose_check(volume: Volume, output: Path, z: int = 24) -> None:

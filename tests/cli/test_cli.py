@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -119,3 +120,17 @@ def test_console_script_runs():
     exe = Path(sys.executable).with_name("medssl")
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+def test_the_demo_calls_denoise_with_every_option_filled():
+    """The demo calls the denoise command from Python: every option gets its CLI default
+    (a hand-copied list missed new options and the demo stopped with a typer object as a
+    value)."""
+    import typer.models
+
+    from medssl.cli.demo import _defaults
+    from medssl.cli.denoise import denoise
+
+    values = _defaults(denoise)
+    assert set(values) == set(inspect.signature(denoise).parameters)
+    assert not any(isinstance(v, typer.models.ParameterInfo) for v in values.values())
