@@ -11,17 +11,26 @@ Cases (all from the real CT of docs/data.md; fetched with `medssl data fetch`):
 Low dose is simulated in the sinogram domain (``medssl.data.ldct``) at I0 = 1e5 and 2.5e4
 with a fixed seed per case and dose; the noiseless projection and the reference are computed
 once and cached in ``$MEDSSL_DATA/ldct`` (default ``~/.cache/medssl/ldct``).
+
+Reconstruction kernels (``medssl.data.ldct.KERNELS``): ``ramp`` unless asked. The noiseless
+projection is shared by all kernels, and the noise draw (the seed) is the same for every kernel
+of a case and dose, so two kernels differ by the filter only. Cache files: ``{name}_clean.npz``
+(projection and ramp reference) and ``{name}_{dose}.npz`` for the ramp kernel (the names the
+cache had before kernels), ``{name}_clean_{kernel}.npz`` (reference) and
+``{name}_{dose}_{kernel}.npz`` for the others.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from medssl.data import cache_root, fetch
-from medssl.data.ldct import _square, project, reference_image, simulate_low_dose
+from medssl.data.ldct import KERNELS, _square, project, reference_image, simulate_low_dose
 from medssl.io import read_volume
 
 LUNG_Z = (8, 16, 24, 32, 40)
@@ -35,7 +44,8 @@ class Case:
     pixel_mm: float
     dose: str
     noisy: np.ndarray  # (H, W) HU
-    reference: np.ndarray  # (H, W) HU
+    reference: np.ndarray  # (H, W) HU, same kernel
+    kernel: str = "ramp"
 
 
 def _slices() -> dict[str, tuple[np.ndarray, float]]:
@@ -63,10 +73,28 @@ def _seed(name: str, dose: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{name}/{dose}".encode()).digest()[:4], "big")
 
 
+def _save(path: Path, **arrays: np.ndarray) -> None:
+    """Write an ``.npz`` under a temporary name, then rename (another process may read it)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        np.savez_compressed(f, **arrays)
+    os.replace(tmp, path)
+
+
+def _suffix(kernel: str) -> str:
+    return "" if kernel == "ramp" else f"_{kernel}"
+
+
 def load_cases(
-    doses: tuple[str, ...] = ("normal", "quarter"), names: tuple[str, ...] | None = None
+    doses: tuple[str, ...] = ("normal", "quarter"),
+    names: tuple[str, ...] | None = None,
+    kernels: tuple[str, ...] = ("ramp",),
 ) -> list[Case]:
-    """All benchmark cases (simulated on first use, then read from the cache)."""
+    """All benchmark cases (simulated on first use, then read from the cache), ordered by
+    slice, then kernel, then dose."""
+    for kernel in kernels:
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")
     cache = cache_root() / "ldct"
     cache.mkdir(parents=True, exist_ok=True)
     cases = []
@@ -76,21 +104,46 @@ def load_cases(
         clean_path = cache / f"{name}_clean.npz"
         if clean_path.exists():
             clean = np.load(clean_path)
-            p, ref = clean["projection"], clean["reference"]
+            p, ramp_ref = clean["projection"], clean["reference"]
         else:
             square, _ = _square(hu)
             p = project(square, px)
-            ref = reference_image(hu, px, clean_projection=p)
-            np.savez_compressed(clean_path, projection=p, reference=ref)
-        for dose in doses:
-            path = cache / f"{name}_{dose}.npz"
-            if path.exists():
-                noisy = np.load(path)["noisy"]
-            else:
-                pair = simulate_low_dose(hu, px, DOSES[dose], _seed(name, dose), clean_projection=p)
-                noisy = pair.noisy
-                np.savez_compressed(path, noisy=noisy)
-            cases.append(
-                Case(name, hu.shape[0], px, dose, noisy, np.asarray(ref, dtype=np.float32))
-            )
+            ramp_ref = reference_image(hu, px, clean_projection=p)
+            _save(clean_path, projection=p, reference=ramp_ref)
+        for kernel in kernels:
+            ref = ramp_ref
+            if kernel != "ramp":
+                ref_path = cache / f"{name}_clean{_suffix(kernel)}.npz"
+                if ref_path.exists():
+                    ref = np.load(ref_path)["reference"]
+                else:
+                    ref = reference_image(hu, px, clean_projection=p, kernel=kernel)
+                    _save(ref_path, reference=ref)
+            for dose in doses:
+                path = cache / f"{name}_{dose}{_suffix(kernel)}.npz"
+                if path.exists():
+                    noisy = np.load(path)["noisy"]
+                else:
+                    pair = simulate_low_dose(
+                        hu,
+                        px,
+                        DOSES[dose],
+                        _seed(name, dose),
+                        clean_projection=p,
+                        reference=ref,
+                        kernel=kernel,
+                    )
+                    noisy = pair.noisy
+                    _save(path, noisy=noisy)
+                cases.append(
+                    Case(
+                        name,
+                        hu.shape[0],
+                        px,
+                        dose,
+                        noisy,
+                        np.asarray(ref, dtype=np.float32),
+                        kernel,
+                    )
+                )
     return cases
