@@ -10,6 +10,8 @@ Commands (run from the repository root with the project's environment)::
     .venv/bin/python benchmarks/ldct/bench.py timing                 # CLI wall time, peak memory
     .venv/bin/python benchmarks/ldct/bench.py volume                 # 2D vs 3D -> volume.json
     .venv/bin/python benchmarks/ldct/bench.py noise                  # noise correlation
+    .venv/bin/python benchmarks/ldct/bench.py kernels                # true noise per kernel
+    .venv/bin/python benchmarks/ldct/bench.py kernels-report         # its tables (stdout)
     .venv/bin/python benchmarks/ldct/bench.py figure                 # figure.png
     .venv/bin/python benchmarks/ldct/bench.py report                 # RESULTS.md tables (stdout)
 
@@ -38,7 +40,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from cases import Case, load_cases  # noqa: E402
+from cases import DOSES, Case, load_cases  # noqa: E402
+from truth import noise_truth  # noqa: E402
 
 from medssl.denoise.baselines.gaussian import gaussian_denoise, oracle_search  # noqa: E402
 from medssl.denoise.baselines.zsn2n import zsn2n_denoise  # noqa: E402
@@ -52,6 +55,8 @@ RESULTS = HERE / "results.jsonl"
 CURVE = HERE / "curve.jsonl"
 TIMING = HERE / "timing.json"
 SWEEP = HERE / "sweep.jsonl"
+KERNELS_FILE = HERE / "kernels.jsonl"
+BENCH_KERNELS = ("ramp", "shepp-logan", "cosine", "hann", "hamming")
 SEEDS = (0, 1, 2)
 BM3D_SCALE = 1000.0  # BM3D runs on HU / 1000; its sigma is given in HU
 
@@ -347,6 +352,124 @@ def cmd_noise(args: argparse.Namespace) -> None:
         print(f"| {case.name} | {np.sqrt(var):.1f} | {cells} | {corr:+.2f} |")
 
 
+def _kernel_row(case: Case, with_model: bool) -> dict:
+    """The true noise of a case (``truth.py``) and the noise estimates made from its noisy
+    image alone."""
+    t = noise_truth(case.noisy, case.reference)
+    estimate = noise_std_hu(case.noisy)
+    row = {
+        "case": case.name,
+        "size": case.size,
+        "pixel_mm": round(case.pixel_mm, 4),
+        "dose": case.dose,
+        "kernel": case.kernel,
+        "true_soft_sd_hu": round(t.soft_sd_hu, 3),
+        "true_body_sd_hu": round(t.body_sd_hu, 3),
+        "true_corr_len_px": round(t.correlation_length_px, 3),
+        "true_rho_x": round(t.rho_x, 3),
+        "true_rho_y": round(t.rho_y, 3),
+        "soft_pixels": t.soft_pixels,
+        "noise_std_hu": round(estimate, 3),
+        "noise_std_ratio": round(estimate / t.soft_sd_hu, 4),
+    }
+    if with_model:
+        from medssl.denoise.noise_model import estimate_noise_model
+
+        model = estimate_noise_model(case.noisy, (case.pixel_mm, case.pixel_mm))
+        row["model_sd_hu"] = round(float(model.sd_hu), 3)
+        row["model_sd_ratio"] = round(float(model.sd_hu) / t.soft_sd_hu, 4)
+        row["model_corr_len_px"] = round(float(model.correlation_length_px), 3)
+    return row
+
+
+def cmd_kernels(args: argparse.Namespace) -> None:
+    """True noise (soft-tissue and body SD, correlation length) per case, dose and
+    reconstruction kernel, beside today's estimate ``noise_std_hu``; rewrites the rows it
+    computes in ``kernels.jsonl`` and keeps the others."""
+    torch.set_num_threads(args.threads)
+    cases = load_cases(
+        tuple(args.dose), tuple(args.cases) if args.cases else None, tuple(args.kernels)
+    )
+    rows = []
+    for case in cases:
+        rows.append(_kernel_row(case, args.noise_model))
+        print(json.dumps(rows[-1]), flush=True)
+    date = time.strftime("%Y-%m-%d")
+    new = {(r["case"], r["dose"], r["kernel"]): {**r, "date": date} for r in rows}
+    kept = [r for r in _load(KERNELS_FILE) if (r["case"], r["dose"], r["kernel"]) not in new]
+    tmp = KERNELS_FILE.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in [*kept, *new.values()]))
+    tmp.replace(KERNELS_FILE)
+
+
+def cmd_kernels_report(args: argparse.Namespace) -> None:
+    """Markdown tables of ``kernels.jsonl``: means per dose and kernel, then per case."""
+    rows = _load(KERNELS_FILE)
+    if not rows:
+        print(f"no rows in {KERNELS_FILE}: run `bench.py kernels` first")
+        return
+    model = all("model_sd_hu" in r for r in rows)
+    kernels = [k for k in BENCH_KERNELS if any(r["kernel"] == k for r in rows)]
+    doses = [d for d in ("quarter", "normal") if any(r["dose"] == d for r in rows)]
+    by = {(r["case"], r["dose"], r["kernel"]): r for r in rows}
+    cases = sorted({r["case"] for r in rows}, key=lambda c: (-_case_size(rows, c), c))
+
+    print("\n### Means over the cases (SD in HU, correlation length in pixels)\n")
+    head = "| dose | kernel | cases | true SD soft tissue | true SD body | correlation length |"
+    head += " rho x | rho y | noise_std_hu | ratio: mean (min-max) |"
+    if model:
+        head += " noise model | ratio: mean (min-max) | model correlation length |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for dose in doses:
+        for k in kernels:
+            g = [r for r in rows if r["dose"] == dose and r["kernel"] == k]
+            if not g:
+                continue
+            ratio = [r["noise_std_ratio"] for r in g]
+            line = (
+                f"| {dose} | {k} | {len(g)} | {_mean(g, 'true_soft_sd_hu'):.1f} | "
+                f"{_mean(g, 'true_body_sd_hu'):.1f} | {_mean(g, 'true_corr_len_px'):.2f} | "
+                f"{_mean(g, 'true_rho_x'):+.2f} | {_mean(g, 'true_rho_y'):+.2f} | "
+                f"{_mean(g, 'noise_std_hu'):.1f} | "
+                f"{np.mean(ratio):.2f} ({min(ratio):.2f}-{max(ratio):.2f}) |"
+            )
+            if model:
+                mr = [r["model_sd_ratio"] for r in g]
+                line += (
+                    f" {_mean(g, 'model_sd_hu'):.1f} | "
+                    f"{np.mean(mr):.2f} ({min(mr):.2f}-{max(mr):.2f}) | "
+                    f"{_mean(g, 'model_corr_len_px'):.2f} |"
+                )
+            print(line)
+    for dose in doses:
+        print(
+            f"\n### {dose} dose per case: true soft-tissue noise SD (HU) / "
+            "noise_std_hu (ratio); correlation length (px)\n"
+        )
+        print("| case | size | " + " | ".join(kernels) + " |")
+        print("|---|---|" + "---|" * len(kernels))
+        for c in cases:
+            cells = []
+            for k in kernels:
+                r = by.get((c, dose, k))
+                cells.append(
+                    "-"
+                    if r is None
+                    else f"{r['true_soft_sd_hu']:.1f} / {r['noise_std_hu']:.1f} "
+                    f"({r['noise_std_ratio']:.2f}); {r['true_corr_len_px']:.2f}"
+                )
+            print(f"| {c} | {_case_size(rows, c)} | " + " | ".join(cells) + " |")
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return float(np.mean([r[key] for r in rows]))
+
+
+def _case_size(rows: list[dict], case: str) -> int:
+    return next(r["size"] for r in rows if r["case"] == case)
+
+
 def cmd_figure(args: argparse.Namespace) -> None:
     """Noisy / medssl / reference / the sigma maps of the last stage, for one case."""
     import matplotlib
@@ -602,6 +725,17 @@ def main() -> None:
     fig.add_argument("--case", default="lung1_z24")
     fig.add_argument("--threads", type=int, default=2)
     sub.add_parser("report")
+    ker = sub.add_parser("kernels")
+    ker.add_argument("--dose", nargs="+", default=["normal", "quarter"], choices=list(DOSES))
+    ker.add_argument("--kernels", nargs="+", default=list(BENCH_KERNELS), choices=BENCH_KERNELS)
+    ker.add_argument("--cases", nargs="+")
+    ker.add_argument(
+        "--noise-model",
+        action="store_true",
+        help="Add the estimate of medssl.denoise.noise_model.estimate_noise_model.",
+    )
+    ker.add_argument("--threads", type=int, default=2)
+    sub.add_parser("kernels-report")
     args = ap.parse_args()
     {
         "run": cmd_run,
@@ -612,6 +746,8 @@ def main() -> None:
         "volume": cmd_volume,
         "figure": cmd_figure,
         "report": cmd_report,
+        "kernels": cmd_kernels,
+        "kernels-report": cmd_kernels_report,
     }[args.cmd](args)
 
 
