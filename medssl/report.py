@@ -36,8 +36,84 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
+def _num(value: Any, fmt: str) -> str:
+    """A number from a record, formatted; a dash where there is none (older records)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return "&ndash;"
+    return format(value, fmt)
+
+
+def _change(value: Any) -> str:
+    """A relative change as a signed percentage."""
+    return "&ndash;" if _num(value, "g") == "&ndash;" else f"{100 * value:+.0f} %"
+
+
+def _sd_change(q: dict[str, Any]) -> str:
+    """The noise SD's change (the record holds its reduction)."""
+    reduction = q.get("noise_sd_reduction")
+    return _change(-reduction if _num(reduction, "g") != "&ndash;" else None)
+
+
+def _quality_table(q: dict[str, Any]) -> str:
+    """Noise SD, NPS mean frequency and edge width before and after (``quality`` of a job
+    record, see :func:`medssl.denoise.physics.quality_report`)."""
+    rows = (
+        (
+            "noise SD in homogeneous tissue (HU)",
+            _num(q.get("noise_sd_before_hu"), ".1f"),
+            _num(q.get("noise_sd_after_hu"), ".1f"),
+            _sd_change(q),
+        ),
+        (
+            "NPS mean frequency (cycles/mm)",
+            _num(q.get("nps_mean_frequency_before_per_mm"), ".3f"),
+            _num(q.get("nps_mean_frequency_after_per_mm"), ".3f"),
+            _change(q.get("nps_mean_frequency_shift")),
+        ),
+        (
+            "edge width, 10-90 % rise (mm)",
+            _num(q.get("edge_width_before_mm"), ".2f"),
+            _num(q.get("edge_width_after_mm"), ".2f"),
+            _change(q.get("edge_width_growth")),
+        ),
+    )
+    body = "".join(
+        f'<tr><td style="text-align:left">{name}</td><td>{b}</td><td>{a}</td><td>{c}</td></tr>'
+        for name, b, a, c in rows
+    )
+    return (
+        '<table class="quality"><tr><th></th><th>input</th><th>denoised</th><th>change</th></tr>'
+        f"{body}</table>"
+        f'<p class="meta">measured at the same {_num(q.get("noise_patches"), ".0f")} '
+        f"homogeneous patches and {_num(q.get('edge_sites'), '.0f')} edges in both, chosen on "
+        "the input</p>"
+    )
+
+
+def _nps_plot(q: dict[str, Any]) -> str:
+    """The radial NPS of input and output (``quality["nps_radial"]``) as inline SVG."""
+    nps = q.get("nps_radial") or {}
+    freq = nps.get("frequency_per_mm") or []
+    series = {
+        label: [
+            (float(f), float(v))
+            for f, v in zip(freq, nps.get(key) or [], strict=False)
+            if "&ndash;" not in (_num(f, "g"), _num(v, "g"))
+        ]
+        for label, key in (("NPS input", "before_hu2_mm2"), ("NPS denoised", "after_hu2_mm2"))
+    }
+    if not any(series.values()):
+        return ""
+    return (
+        f"<figure>{_svg_curve(series, width=420, height=220, xlabel='cycles/mm')}"
+        "<figcaption>noise power spectrum, radial (HU&sup2; mm&sup2;)</figcaption></figure>"
+    )
+
+
 def denoise_section(job_dirs: Sequence[Path]) -> str:
-    """Per study: noisy, denoised and range-sigma previews side by side, noise before/after.
+    """Per study: noisy, denoised and range-sigma previews side by side, noise before/after,
+    and where the record has them (records written before it do not) the image-quality
+    measures: noise SD, NPS mean frequency and edge width before and after, and the NPS.
 
     Args:
         job_dirs: Output folders of :func:`medssl.denoise.batch.run_batch` (with ``job.json``
@@ -48,6 +124,7 @@ def denoise_section(job_dirs: Sequence[Path]) -> str:
     for job in job_dirs:
         rec = json.loads((job / "job.json").read_text())
         prev = job / "preview"
+        quality = rec.get("quality") if isinstance(rec.get("quality"), dict) else {}
         figures = "".join(
             f"<figure>{_img(prev / f'{name}.png')}<figcaption>{caption}</figcaption></figure>"
             for name, caption in (
@@ -57,24 +134,39 @@ def denoise_section(job_dirs: Sequence[Path]) -> str:
             )
             if (prev / f"{name}.png").is_file()
         )
+        measures = (
+            f'<div class="row"><div>{_quality_table(quality)}</div>{_nps_plot(quality)}</div>'
+            if quality
+            else ""
+        )
         parts.append(
             f'<div class="study"><h3>study {html.escape(rec["key"])}</h3>'
             f'<div class="row">{figures}</div>'
             f"<p>noise estimate {rec['noise_hu_before']:.1f} HU &rarr; "
-            f"{rec['noise_hu_after']:.1f} HU; {rec['seconds']:.0f} s</p></div>"
+            f"{rec['noise_hu_after']:.1f} HU; {rec['seconds']:.0f} s</p>{measures}</div>"
         )
         rows.append(
             f"<tr><td>{html.escape(rec['key'])}</td><td>{rec['noise_hu_before']:.1f}</td>"
-            f"<td>{rec['noise_hu_after']:.1f}</td><td>{rec['seconds']:.0f}</td></tr>"
+            f"<td>{rec['noise_hu_after']:.1f}</td>"
+            f"<td>{_sd_change(quality)}</td>"
+            f"<td>{_change(quality.get('nps_mean_frequency_shift'))}</td>"
+            f"<td>{_change(quality.get('edge_width_growth'))}</td>"
+            f"<td>{rec['seconds']:.0f}</td></tr>"
         )
     table = (
         "<table><tr><th>study</th><th>noise before (HU)</th><th>noise after (HU)</th>"
+        "<th>noise SD change</th><th>NPS mean frequency change</th><th>edge width change</th>"
         f"<th>seconds</th></tr>{''.join(rows)}</table>"
     )
     return parts[0] + table + "".join(parts[1:])
 
 
-def _svg_curve(series: dict[str, list[tuple[float, float]]], width=640, height=260) -> str:
+def _svg_curve(
+    series: dict[str, list[tuple[float, float]]],
+    width: int = 640,
+    height: int = 260,
+    xlabel: str = "step",
+) -> str:
     points = [p for pts in series.values() for p in pts]
     if not points:
         return "<p>no values logged</p>"
@@ -104,8 +196,8 @@ def _svg_curve(series: dict[str, list[tuple[float, float]]], width=640, height=2
         f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
         'stroke="#444"/>'
         f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#444"/>'
-        f'<text x="{pad}" y="{height - 12}" font-size="11">step {x0:g}</text>'
-        f'<text x="{width - pad - 60}" y="{height - 12}" font-size="11">step {x1:g}</text>'
+        f'<text x="{pad}" y="{height - 12}" font-size="11">{xlabel} {x0:g}</text>'
+        f'<text x="{width - pad - 80}" y="{height - 12}" font-size="11">{xlabel} {x1:g}</text>'
         f'<text x="4" y="{pad}" font-size="11">{y1:.3g}</text>'
         f'<text x="4" y="{height - pad}" font-size="11">{y0:.3g}</text>'
     )

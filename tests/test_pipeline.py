@@ -100,6 +100,11 @@ def test_denoise_pipeline_runs_once_and_reruns_only_what_is_forced(medssl, studi
     report = (out / "report" / "report.html").read_text()
     assert all(k in report for k in keys)
     assert report.count("data:image/png;base64,") == 6  # noisy, denoised, sigma x 2 studies
+    # per study: noise SD, NPS mean frequency and edge width before/after, and the NPS plot
+    assert report.count('class="quality"') == 2 and report.count("NPS denoised") == 2
+    quality = json.loads((out / "denoise" / keys[0] / "job.json").read_text())["quality"]
+    assert quality["noise_sd_after_hu"] < quality["noise_sd_before_hu"]
+    assert f"{quality['noise_sd_before_hu']:.1f}</td>" in report
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", report)  # nothing fetched
     assert (out / "logs" / "denoise.log").read_text().count("noise") >= 2
     # a re-run does no work

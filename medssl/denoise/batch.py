@@ -174,6 +174,7 @@ def denoise_job(
     from medssl.denoise.filter2noise import apply_denoiser, fit_denoiser, preset, save_sigma_maps
     from medssl.denoise.metrics import SOFT_TISSUE_WINDOW, window
     from medssl.denoise.noise import noise_std_hu
+    from medssl.denoise.physics import quality_report
 
     t0 = time.perf_counter()
     volume = read_volume(job.path, series=job.series)
@@ -228,6 +229,10 @@ def denoise_job(
             "shape": list(volume.shape),
             "noise_hu_before": round(noise_std_hu(volume.array), 2),
             "noise_hu_after": round(noise_std_hu(result.array), 2),
+            # noise SD, NPS and edge width in the same patches and edges of input and output
+            "quality": quality_report(
+                volume.array, result.array, (volume.spacing[1], volume.spacing[2])
+            ).to_dict(),
             "seconds": round(time.perf_counter() - t0, 1),
         }
         (tmp / JOB_RECORD).write_text(json.dumps(record, indent=2) + "\n")
