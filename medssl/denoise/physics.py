@@ -578,7 +578,9 @@ class QualityReport:
         images on one frequency axis (``nps_radial``)."""
 
         def r(v: float | None, digits: int) -> float | None:
-            return None if v is None or not math.isfinite(v) else round(float(v), digits)
+            if v is None or not math.isfinite(v):
+                return None
+            return round(float(v), digits) + 0.0  # no -0.0
 
         freq, before = self.noise_before.radial_nps()
         _, after = self.noise_after.radial_nps()
