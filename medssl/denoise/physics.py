@@ -147,6 +147,10 @@ def noise_patches(
         max_slices: At most this many slices (evenly spaced).
         patch: Patch size in pixels (default: the estimator's).
 
+    Returns:
+        The patches; none where the scan has no homogeneous tissue (a phantom in air): then
+        there is no noise measurement.
+
     Shape:
         hu: ``(Z, Y, X)`` or ``(Y, X)``; a ``(Y, X)`` slice is slice ``z = 0``.
     """
@@ -154,11 +158,10 @@ def noise_patches(
     idx = _slice_indices(arr.shape[0], max_slices)
     class_masks = {int(z): tissue_class_masks(arr[z]) for z in idx}
 
-    def gather(size: int, everywhere: bool = False) -> tuple[NoisePatches, np.ndarray]:
+    def gather(size: int) -> tuple[NoisePatches, np.ndarray]:
         zs, ys, xs, vs = [], [], [], []
         for z in idx:
-            masks = [np.ones(arr.shape[1:], bool)] if everywhere else class_masks[int(z)]
-            y, x, v = _candidates(arr[z], size, masks)
+            y, x, v = _candidates(arr[z], size, class_masks[int(z)])
             zs.append(np.full(y.size, z, dtype=int))
             ys.append(y)
             xs.append(x)
@@ -171,8 +174,6 @@ def noise_patches(
     while len(sites) < MIN_PATCHES and p > 8 and patch is None:
         p //= 2
         sites, var = gather(p)
-    if len(sites) < 2:  # no tissue at all (a phantom in air): the whole image
-        sites, var = gather(p, everywhere=True)
     keep = var > 1e-6
     if not keep.any():
         return NoisePatches(np.zeros(0, int), np.zeros(0, int), np.zeros(0, int), p)

@@ -205,3 +205,11 @@ def test_where_no_edge_is_measurable_the_widths_are_none_not_nan():
     assert d["edge_width_before_mm"] > 0 and d["edge_width_after_mm"] is None
     assert d["edge_width_growth"] is None and d["noise_sd_reduction"] == 1.0
     json.dumps(d, allow_nan=False)
+    # no homogeneous tissue (a disc of bone in air): edges, but no noise measurement
+    image = np.where(np.hypot(*np.mgrid[-60:60, -60:60]) < 40, 1000.0, -1000.0)
+    image = ndimage.gaussian_filter(image, 1.0) + 20.0 * rng.normal(size=image.shape)
+    d = quality_report(image, ndimage.gaussian_filter(image, 1.0), (PIXEL, PIXEL)).to_dict()
+    assert d["noise_patches"] == 0 and d["noise_sd_before_hu"] == 0.0
+    assert d["noise_sd_reduction"] is None and d["nps_mean_frequency_shift"] is None
+    assert d["edge_width_growth"] > 0.1
+    json.dumps(d, allow_nan=False)
