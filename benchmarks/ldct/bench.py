@@ -12,6 +12,8 @@ Commands (run from the repository root with the project's environment)::
     .venv/bin/python benchmarks/ldct/bench.py noise                  # noise correlation
     .venv/bin/python benchmarks/ldct/bench.py kernels                # true noise per kernel
     .venv/bin/python benchmarks/ldct/bench.py kernels-report         # its tables (stdout)
+    .venv/bin/python benchmarks/ldct/bench.py standard               # real standard dose
+    .venv/bin/python benchmarks/ldct/bench.py standard-report        # its table (stdout)
     .venv/bin/python benchmarks/ldct/bench.py figure                 # figure.png
     .venv/bin/python benchmarks/ldct/bench.py report                 # RESULTS.md tables (stdout)
 
@@ -41,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from cases import DOSES, Case, load_cases  # noqa: E402
+from standard import add_standard_commands, cmd_standard, cmd_standard_report  # noqa: E402
 from truth import noise_truth  # noqa: E402
 
 from medssl.denoise.baselines.gaussian import gaussian_denoise, oracle_search  # noqa: E402
@@ -736,6 +739,7 @@ def main() -> None:
     )
     ker.add_argument("--threads", type=int, default=2)
     sub.add_parser("kernels-report")
+    add_standard_commands(sub)
     args = ap.parse_args()
     {
         "run": cmd_run,
@@ -748,6 +752,8 @@ def main() -> None:
         "report": cmd_report,
         "kernels": cmd_kernels,
         "kernels-report": cmd_kernels_report,
+        "standard": cmd_standard,
+        "standard-report": cmd_standard_report,
     }[args.cmd](args)
 
 

@@ -1,0 +1,184 @@
+"""The standard-dose table (issue 16, part 5): medssl's default denoiser on real standard-dose
+scans, where there is no reference. Measured with :func:`medssl.denoise.physics.quality_report`
+against the input: the noise SD in homogeneous soft tissue (target: at least 30 % lower), the
+NPS mean frequency (moving by at most 15 %) and the edge width (growing by at most 10 %),
+mean of 3 seeds. The ``standard`` and ``standard-report`` commands of ``bench.py``.
+
+Volumes of 48-61 slices take minutes per seed on 2 cores, so the chest series (lung1, lung2)
+are measured on five evenly spaced slices, denoised as one five-slice volume (the default
+fits and filters slice by slice in 2D, so the gaps between them do not matter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import medssl
+from medssl.data import fetch
+from medssl.denoise.filter2noise.api import denoise_volume
+from medssl.denoise.filter2noise.config import preset
+from medssl.denoise.physics import quality_report
+from medssl.io import Volume, read_volume
+
+HERE = Path(__file__).resolve().parent
+STANDARD_FILE = HERE / "standard.jsonl"
+#: scan -> slices measured (``None``: all; these two are single slices)
+STANDARD_SCANS: dict[str, tuple[int, ...] | None] = {
+    "lung1": (8, 16, 24, 32, 40),  # of 48 slices, 5 mm
+    "lung2": (10, 20, 30, 40, 50),  # of 61 slices, 5 mm
+    "neck_ct": None,
+    "chest_ct": None,
+}
+PRESET = "medssl"
+SEEDS = (0, 1, 2)
+TARGETS = {"noise_sd_reduction": 0.30, "nps_mean_frequency_shift": 0.15, "edge_width_growth": 0.10}
+
+
+def _source() -> dict[str, object]:
+    """Which medssl ran: the repository's commit and, when it is the working tree, the files
+    under ``medssl/`` that differ from that commit."""
+    repo = HERE.parent.parent
+    package = Path(medssl.__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    info: dict[str, object] = {"commit": git("rev-parse", "--short", "HEAD")}
+    if package == repo / "medssl":
+        changed = git("status", "--porcelain", "--", "medssl")
+        info["modified"] = [line[3:] for line in changed.splitlines()]
+    else:
+        info["package"] = str(package)
+    return info
+
+
+def _load_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _scan(name: str) -> Volume:
+    vol = read_volume(fetch(name))
+    zs = STANDARD_SCANS[name]
+    if zs is None:
+        return vol
+    return Volume(vol.array[list(zs)], spacing=vol.spacing, modality="CT")
+
+
+def cmd_standard(args: argparse.Namespace) -> None:
+    """Denoise each scan with the default (3 seeds) and append its quality to ``--out``
+    (standard.jsonl); (scan, seed) pairs already there are skipped: measure a changed
+    denoiser into another file."""
+    torch.set_num_threads(args.threads)
+    done = {(r["scan"], r["seed"]) for r in _load_rows(args.out)}
+    source = _source()
+    for name in args.scans:
+        vol = _scan(name)
+        spacing = (float(vol.spacing[1]), float(vol.spacing[2]))
+        for seed in SEEDS[: args.seeds]:
+            if (name, seed) in done:
+                continue
+            t0 = time.perf_counter()
+            out = denoise_volume(vol, preset(PRESET), seed=seed).volume.array
+            seconds = time.perf_counter() - t0
+            quality = quality_report(vol.array, out, spacing).to_dict()
+            row = {
+                "scan": name,
+                "slices": list(STANDARD_SCANS[name] or range(vol.shape[0])),
+                "shape": list(vol.shape),
+                "pixel_mm": round(spacing[0], 4),
+                "preset": PRESET,
+                "seed": seed,
+                "seconds": round(seconds, 1),
+                "threads": args.threads,
+                **quality,
+                "medssl": source,
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+                "date": time.strftime("%Y-%m-%d"),
+            }
+            with args.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            short = {k: v for k, v in row.items() if k != "nps_radial"}
+            print(json.dumps(short), flush=True)
+
+
+def _cell(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    """Mean of the seeds, with their range when there are several."""
+    v = np.asarray(values, dtype=float) * scale
+    if v.size == 0:
+        return "-"
+    if v.size == 1 or f"{v.min():.{digits}f}" == f"{v.max():.{digits}f}":
+        return f"{v.mean():.{digits}f}"
+    return f"{v.mean():.{digits}f} ({v.min():.{digits}f} to {v.max():.{digits}f})"
+
+
+def cmd_standard_report(args: argparse.Namespace) -> None:
+    """The standard-dose table (markdown on stdout): per scan, mean of its seeds."""
+    rows = _load_rows(args.out)
+    print(
+        "| scan | slices | seeds | noise SD (HU) before → after | SD reduction % "
+        "(≥ 30) | NPS mean freq. (cycles/mm) before → after | NPS shift % (≤ 15) | "
+        "edge width (mm) before → after | edge growth % (≤ 10) | all three | s per run |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name in STANDARD_SCANS:
+        rs = sorted((r for r in rows if r["scan"] == name), key=lambda r: r["seed"])
+        if not rs:
+            continue
+
+        def col(key: str, rs: list[dict] = rs) -> list[float]:
+            return [r[key] for r in rs if r.get(key) is not None]
+
+        def met(key: str, rs: list[dict] = rs) -> bool | None:
+            v = col(key, rs)
+            if len(v) < len(rs):
+                return None
+            mean = float(np.mean(v))
+            return (
+                mean >= TARGETS[key] if key == "noise_sd_reduction" else abs(mean) <= TARGETS[key]
+            )
+
+        def verdict(key: str) -> str:
+            return {True: " ✓", False: " ✗", None: " (not measured)"}[met(key)]
+
+        def pair(a: str, b: str, digits: int) -> str:
+            return f"{_cell(col(a), digits=digits)} → {_cell(col(b), digits=digits)}"
+
+        slices = rs[0]["slices"]
+        z = "1 slice" if len(slices) == 1 else f"z {','.join(map(str, slices))}"
+        print(
+            f"| {name} | {z} | {','.join(str(r['seed']) for r in rs)} "
+            f"| {pair('noise_sd_before_hu', 'noise_sd_after_hu', 1)} "
+            f"| {_cell(col('noise_sd_reduction'), 100)}{verdict('noise_sd_reduction')} "
+            f"| {pair('nps_mean_frequency_before_per_mm', 'nps_mean_frequency_after_per_mm', 3)} "
+            f"| {_cell(col('nps_mean_frequency_shift'), 100)}"
+            f"{verdict('nps_mean_frequency_shift')} "
+            f"| {pair('edge_width_before_mm', 'edge_width_after_mm', 2)} "
+            f"| {_cell(col('edge_width_growth'), 100)}{verdict('edge_width_growth')} "
+            f"| {'yes' if all(met(k) for k in TARGETS) else 'no'} "
+            f"| {_cell(col('seconds'), digits=0)} |"
+        )
+    sources = {json.dumps(r.get("medssl"), sort_keys=True) for r in rows}
+    print(f"\nmedssl: {'; '.join(sorted(sources))}")
+
+
+def add_standard_commands(sub: argparse._SubParsersAction) -> None:
+    """The ``standard`` and ``standard-report`` subcommands of ``bench.py``."""
+    std = sub.add_parser("standard", help="Real standard-dose scans, no reference.")
+    std.add_argument("--scans", nargs="+", default=list(STANDARD_SCANS), choices=STANDARD_SCANS)
+    std.add_argument("--seeds", type=int, default=len(SEEDS))
+    std.add_argument("--threads", type=int, default=2)
+    std.add_argument("--out", type=Path, default=STANDARD_FILE)
+    rep = sub.add_parser("standard-report", help="The standard-dose table (stdout).")
+    rep.add_argument("--out", type=Path, default=STANDARD_FILE, help="The rows to tabulate.")
