@@ -121,6 +121,8 @@ def _bm3d_oracle(case: Case, seed: int) -> np.ndarray:
 # name -> (function, seeded)
 METHODS: dict[str, tuple[Callable[[Case, int], np.ndarray], bool]] = {
     "medssl": (_f2n("medssl"), True),
+    # the default before the noise model (pixel-pair noise level, no edge noise floor)
+    "medssl_v1": (_f2n("medssl", noise_estimate="pixel_pairs", edge_noise_floor=0.0), True),
     "published": (_f2n("published"), False),
     "global": (_f2n("global"), True),
     "selfguided": (_f2n("medssl", guide_sigma=0.0), False),
@@ -153,7 +155,10 @@ def _append(path: Path, row: dict) -> None:
 
 
 def _done() -> set[tuple]:
-    return {(r["method"], r["case"], r["dose"], r["seed"]) for r in _load(RESULTS)}
+    return {
+        (r["method"], r["case"], r["dose"], r["seed"], r.get("kernel", "ramp"))
+        for r in _load(RESULTS)
+    }
 
 
 def _record(
@@ -174,14 +179,15 @@ def _record(
 
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    cases = load_cases(tuple(args.dose), tuple(args.cases) if args.cases else None)
+    names = tuple(args.cases) if args.cases else None
+    cases = load_cases(tuple(args.dose), names, kernels=tuple(args.kernels))
     if args.reverse:  # a second process can work from the other end of the list
         cases = cases[::-1]
     for case in cases:
         for method in args.methods:
             fn, seeded = METHODS[method]
             for seed in SEEDS[: args.seeds] if seeded else (0,):
-                key = (method, case.name, case.dose, seed)
+                key = (method, case.name, case.dose, seed, case.kernel)
                 if key in _done():  # re-read: another process may have done it meanwhile
                     continue
                 row = {
@@ -191,6 +197,8 @@ def cmd_run(args: argparse.Namespace) -> None:
                     "dose": case.dose,
                     "seed": seed,
                 }
+                if case.kernel != "ramp":  # rows without a kernel are ramp
+                    row["kernel"] = case.kernel
                 _record(RESULTS, row, fn, case, seed)
 
 
@@ -703,6 +711,7 @@ def main() -> None:
     run.add_argument("--seeds", type=int, default=3)
     run.add_argument("--threads", type=int, default=2)
     run.add_argument("--reverse", action="store_true", help="Cases in reverse order.")
+    run.add_argument("--kernels", nargs="+", default=["ramp"], help="Reconstruction kernels.")
     curve = sub.add_parser("curve")
     curve.add_argument("--steps", nargs="+", type=int, default=[25, 50, 100, 200, 400])
     curve.add_argument("--cases", nargs="+")

@@ -248,6 +248,15 @@ def denoise(
             f"{denoiser.config.fit.steps} steps) in "
             f"{denoiser.report.seconds:.1f} s"  # type: ignore[union-attr]
         )
+    nm = denoiser.meta.get("noise_model")
+    if nm and not nm["patches"]:
+        out.print("noise model: no homogeneous tissue found; the pixel-pair estimate was used")
+    elif nm:
+        out.print(
+            f"noise model (homogeneous tissue, {nm['patches']} patches): SD {nm['sd_hu']:.1f} HU, "
+            f"correlation length {nm['correlation_length_mm']:.2f} mm, NPS mean frequency "
+            f"{nm['nps_mean_frequency_per_mm']:.3f} /mm"
+        )
     result, maps = apply_denoiser(denoiser, volume, edit=edit, device=device)
 
     settings = {
@@ -277,7 +286,12 @@ def denoise(
         files = []
         if sigma_maps is not None:
             files = save_sigma_maps(
-                maps, volume, sigma_maps, guides=denoiser.model.guide_sigmas, overwrite=overwrite
+                maps,
+                volume,
+                sigma_maps,
+                guides=denoiser.model.guide_sigmas,
+                overwrite=overwrite,
+                noise_model=denoiser.meta.get("noise_model"),
             )
         if save_model is not None:
             denoiser.save(save_model)

@@ -213,6 +213,7 @@ def denoise_job(
             volume,
             tmp / "sigma_maps",
             guides=denoiser.model.guide_sigmas,
+            noise_model=denoiser.meta.get("noise_model"),
         )
         mid = volume.shape[0] // 2
         previews = tmp / "preview"

@@ -309,8 +309,9 @@ def estimate_noise_model(
         patch: Patch size in pixels (default: 32 at 256 px and more, else 16).
 
     Returns:
-        The :class:`NoiseModel`. Where no homogeneous soft tissue is found (a phantom of air,
-        a tiny crop), the patches are taken from the whole slice instead.
+        The :class:`NoiseModel`. Where no homogeneous tissue is found (a phantom in air, a
+        tiny crop) it has ``patches == 0`` and ``sd_hu == 0``: no measurement (callers fall
+        back to another estimate).
 
     Shape:
         hu: ``(Z, Y, X)`` or ``(Y, X)``.
@@ -331,8 +332,6 @@ def estimate_noise_model(
     while tiles.shape[0] < MIN_PATCHES and p > 8 and patch is None:
         p //= 2
         tiles, var = gather(p)
-    if tiles.shape[0] < 2:  # no tissue at all (a phantom in air): the whole image
-        tiles, var = gather(p, np.ones(arr.shape[1:], dtype=bool))
     positive = var > 1e-6
     tiles, var = tiles[positive], var[positive]
     if tiles.shape[0] == 0:

@@ -300,12 +300,16 @@ def _check_nonempty(path: Path) -> None:
     if path.is_dir():
         files = [p for p in path.rglob("*") if p.is_file()]
         if not files:
-            raise OutputError("the written folder is empty", path=path)
+            raise OutputError("the written folder is empty; nothing was written", path=path)
         empty = [p for p in files if p.stat().st_size == 0 and p.name != OWNER_MARKER]
     else:
         empty = [path] if path.stat().st_size == 0 else []
     if empty:
-        raise OutputError(f"{empty[0].name} was written empty (0 bytes)", path=path)
+        raise OutputError(
+            f"{empty[0].name} was written empty (0 bytes; disk full?); nothing was written",
+            path=path,
+            hint="free space on that disk or write elsewhere",
+        )
 
 
 @dataclass

@@ -99,16 +99,20 @@ def test_a_killed_batch_resumes_without_redoing_finished_series(studies, tmp_pat
     cmd += FAST
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not list(out.glob("*/job.json")):
+
+    def records():  # finished jobs only: not a job still in its hidden temporary folder
+        return [p for p in out.glob("*/job.json") if not p.parent.name.startswith(".")]
+
+    while time.time() < deadline and not records():
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/job.json")}
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in records()}
     assert 1 <= len(finished) < 4, "killed too late to test resuming"
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("already done") == len(finished)
-    after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/job.json")}
+    after = {p.parent.name: p.stat().st_mtime_ns for p in records()}
     assert len(after) == 4 and all(after[k] == v for k, v in finished.items())
     assert not list(out.glob(".*.tmp"))
 

@@ -26,8 +26,10 @@ from torch import Tensor
 from medssl.denoise.filter2noise.config import F2NConfig, preset
 from medssl.denoise.filter2noise.fit import FitReport, estimate_noise_std, fit_model
 from medssl.denoise.filter2noise.intensity import AIR_HU, HU_PER_UNIT, hu_to_net, net_to_hu
+from medssl.denoise.filter2noise.loss import dog_kernel
 from medssl.denoise.filter2noise.model import Filter2Noise, SigmaEdit, build_model
 from medssl.denoise.filter2noise.predictors import coord_grid
+from medssl.denoise.noise_model import NoiseModel, estimate_noise_model
 from medssl.io import Volume
 
 __all__ = ["DenoiseResult", "FittedDenoiser", "denoise_volume", "fit_denoiser", "load_denoiser"]
@@ -153,6 +155,26 @@ def z_bound(cfg: F2NConfig, spacing: tuple[float, float, float]) -> float:
     return min(cfg.model.sigma_max_z, cfg.model.sigma_max * min(dy, dx) / dz)
 
 
+#: A noise model measured on fewer homogeneous patches is not used (tiny images).
+MIN_NOISE_PATCHES = 4
+
+
+def dog_noise_std(noise: NoiseModel, kernel: Tensor) -> float:
+    """The standard deviation (HU) of the DoG response to noise of the given NPS:
+    ``sqrt(mean(NPS * |DoG(f)|^2))`` on the noise model's frequency grid.
+
+    Shape:
+        kernel: ``(k, k)`` with ``k <= P`` (the noise model's patch size).
+    """
+    p = noise.patch
+    k = kernel.detach().double().numpy()
+    pad = np.zeros((p, p))
+    pad[: k.shape[0], : k.shape[1]] = k
+    gain = np.abs(np.fft.fft2(pad)) ** 2
+    power = noise.nps / (noise.pixel_mm[0] * noise.pixel_mm[1])  # HU² per frequency bin
+    return float(np.sqrt((power * gain).mean()))
+
+
 def fit_denoiser(
     volume: Volume,
     config: F2NConfig | None = None,
@@ -181,6 +203,19 @@ def fit_denoiser(
     net, scale = _to_net(hu, cfg)
     images, coords = _fit_inputs(net, cfg)
     noise = estimate_noise_std(images)
+    edge_noise: float | None = None
+    meta: dict[str, Any] = {}
+    if cfg.fit.noise_estimate == "nps":
+        nm = estimate_noise_model(volume.array, volume.spacing[1:], max_slices=cfg.fit.fit_slices)
+        units = float(scale.mean())  # HU per network unit
+        edge_noise = 0.0  # no noise model measured: the published edge target
+        if nm.patches >= MIN_NOISE_PATCHES and nm.sd_hu > 0:  # else: the pixel-pair level
+            noise = nm.sd_hu / units
+            # the floor grows with the noise's correlation: white-like noise (a sharp
+            # kernel, 1/e radius under 0.75 px) keeps the published edge target
+            share = min(max((nm.correlation_length_px - 0.75) / 0.75, 0.0), 1.0)
+            edge_noise = share * dog_noise_std(nm, dog_kernel(*cfg.fit.dog)) / units
+        meta["noise_model"] = nm.to_dict()
     model = build_model(cfg.model)
     if cfg.model.head == "bounded":
         for stage in model.stages:
@@ -189,9 +224,17 @@ def fit_denoiser(
     model = model.to(device)
     images = [i.to(device) for i in images]
     coords = [None if c is None else c.to(device) for c in coords]
-    report = fit_model(model, images, cfg.fit, coords=coords, seed=seed, progress=progress)
+    report = fit_model(
+        model,
+        images,
+        cfg.fit,
+        coords=coords,
+        seed=seed,
+        progress=progress,
+        edge_noise_std=edge_noise,
+    )
     noise_hu = noise * float(scale.mean())
-    return FittedDenoiser(model, cfg, noise_hu, report)
+    return FittedDenoiser(model, cfg, noise_hu, report, meta=meta)
 
 
 @torch.no_grad()

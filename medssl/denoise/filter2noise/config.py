@@ -85,8 +85,19 @@ class FitConfig:
         crop_depth: Slices per crop for ``nd = 3``.
         lam: Weight of the DoG edge term.
         dog: DoG kernel ``(size, sigma1, sigma2)``.
-        edge_noise_floor: Multiple of the DoG response's noise level (its robust std over the
-            fitting images) removed from the edge target (0: the published loss).
+        edge_noise_floor: Multiple of the DoG response's noise level removed from the edge
+            target (0: the published loss). Without it the edge term asks the output to keep
+            the input's DoG magnitudes, noise included: on smooth reconstruction kernels,
+            whose correlated noise has a strong DoG response, the fit then keeps the noise.
+        noise_estimate: ``"nps"``: the noise level (the range sigma's floor and start) and the
+            DoG response's noise level come from the scan's noise model; the floor then
+            applies in proportion to the noise's correlation (none for a 1/e radius under
+            0.75 px, as sharp kernels give; in full from 1.5 px: dev cases lung1 z8/z24/z40,
+            quarter dose, ramp and Hann)
+            (:func:`medssl.denoise.noise_model.estimate_noise_model`: SD and NPS measured in
+            homogeneous tissue, right for correlated noise); ``"pixel_pairs"``: from the
+            pixel-pair difference and the DoG response's robust std (too low on smooth
+            kernels; models saved before the noise model).
         shuffle: Local shuffle of the downsampled views.
         fit_slices: For a volume fitted slice by slice, at most this many slices (evenly
             spaced) are sampled for the fit; all slices are denoised.
@@ -101,9 +112,10 @@ class FitConfig:
     crop_depth: int = 8
     lam: float = 100.0
     dog: tuple[int, float, float] = (7, 9.0, 10.0)
-    edge_noise_floor: float = 0.0
+    edge_noise_floor: float = 2.0
     shuffle: bool = True
     fit_slices: int = 8
+    noise_estimate: str = "nps"
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,8 @@ class F2NConfig:
         if "dilations" in model:
             model["dilations"] = tuple(model["dilations"])
         fit = dict(data.get("fit", {}))
+        # fitted before the noise model: pixel-pair noise level (edge floor as recorded)
+        fit.setdefault("noise_estimate", "pixel_pairs")
         if "dog" in fit:
             fit["dog"] = tuple(fit["dog"])
         return F2NConfig(ModelConfig(**model), FitConfig(**fit), data.get("name", "custom"))
@@ -156,7 +170,15 @@ PRESETS: dict[str, F2NConfig] = {
             guide_sigma=0.0,
         ),
         FitConfig(
-            steps=500, scale_steps=False, lr=1e-3, weight_decay=0.01, crop=0, batch=1, lam=400.0
+            steps=500,
+            scale_steps=False,
+            lr=1e-3,
+            weight_decay=0.01,
+            crop=0,
+            batch=1,
+            lam=400.0,
+            edge_noise_floor=0.0,
+            noise_estimate="pixel_pairs",
         ),
         name="published",
     ),

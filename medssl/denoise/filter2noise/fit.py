@@ -112,6 +112,7 @@ def fit_model(
     coords: Sequence[Tensor | None] | None = None,
     seed: int = 0,
     progress: Callable[[int, int, float], None] | None = None,
+    edge_noise_std: float | None = None,
 ) -> FitReport:
     """Fit ``model`` to noisy images (network units) in place.
 
@@ -122,13 +123,17 @@ def fit_model(
         coords: Per image, its coordinate channels ``(1, nd, *S)`` (``None`` without).
         seed: Seed of the crop sampling.
         progress: Called as ``progress(step, steps, loss)`` after each step.
+        edge_noise_std: The noise's share of the DoG response (network units), e.g. from the
+            noise model's NPS; default: the response's robust std in the tissue.
     """
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     coords = list(coords) if coords is not None else [None] * len(images)
     kernel = dog_kernel(*cfg.dog)
     floor = 0.0
-    if cfg.edge_noise_floor > 0:
+    if cfg.edge_noise_floor > 0 and edge_noise_std is not None:
+        floor = cfg.edge_noise_floor * edge_noise_std
+    elif cfg.edge_noise_floor > 0:
         resp = torch.cat([dog_response(i, kernel).reshape(-1) for i in images])
         tissue = torch.cat([(i > TISSUE_THRESHOLD).reshape(-1) for i in images])
         floor = cfg.edge_noise_floor * robust_std(resp, tissue)

@@ -7,8 +7,10 @@ sigma in HU), plus ``stage{k}_overlay.png``: the central slice with each map ove
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +48,7 @@ def save_sigma_maps(
     *,
     overwrite: bool = True,
     guides: Sequence[float] | None = None,
+    noise_model: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write the sigma maps of a denoising run.
 
@@ -56,6 +59,8 @@ def save_sigma_maps(
         out_dir: Output folder (created).
         guides: Per stage, the guide's Gaussian sigma in pixels (0: none); a guided stage's
             range panel says its sigma applies to the smoothed guide.
+        noise_model: The scan's noise model summary (``NoiseModel.to_dict()``), written as
+            ``noise_model.json`` beside the maps.
 
     Returns:
         The written files.
@@ -66,6 +71,10 @@ def save_sigma_maps(
     # made is replaced
     with atomic_dir(final, overwrite=overwrite) as out:
         (out / OWNER_MARKER).write_text('{"made_by": "medssl", "kind": "sigma-maps"}\n')
+        if noise_model is not None:
+            path = out / "noise_model.json"
+            path.write_text(json.dumps(dict(noise_model), indent=2) + "\n")
+            written.append(path)
         zc = volume.shape[0] // 2
         for k, maps in enumerate(sigma_maps):
             nd = maps.shape[1] - 1
