@@ -30,7 +30,7 @@ from medssl.data.volumes import (
     preprocess,
     write_manifest,
 )
-from medssl.io import InputError, check_not_input
+from medssl.io import InputError, check_not_input, write_json, write_text
 from medssl.models.unet import build_network, load_plans
 from medssl.ssl.config import PretrainConfig, load_config
 from medssl.ssl.distributed import DistInfo, cleanup_distributed, setup_distributed
@@ -474,13 +474,9 @@ def _run(
             if val:
                 write_manifest(val_manifest, val, prep)
             if not resume:
-                (run / "config.yaml").write_text(cfg.to_yaml())
-                (run / "run.json").write_text(
-                    json.dumps(
-                        {"method": method, "data": _listify(data), "val_data": _listify(val_data)},
-                        indent=1,
-                    )
-                )
+                write_text(run / "config.yaml", cfg.to_yaml())
+                state = {"method": method, "data": _listify(data), "val_data": _listify(val_data)}
+                write_json(run / "run.json", state)
     if info.distributed:
         dist.barrier()
     if not info.is_main:  # rank 0 prepared the cache and recorded it

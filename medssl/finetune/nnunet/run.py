@@ -55,6 +55,8 @@ from medssl.io import (
     MedsslError,
     check_not_input,
     read_volume,
+    write_json,
+    write_text,
 )
 
 __all__ = [
@@ -384,7 +386,7 @@ def finetune(
     run_dir.mkdir(parents=True, exist_ok=True)
     record = run_dir / "finetune.json"
     if not resumed:
-        record.write_text(json.dumps({"settings": asdict(settings)}, indent=2) + "\n")
+        write_json(record, {"settings": asdict(settings)})
     warnings: list[str] = []
 
     weights: dict[str, torch.Tensor] = {}
@@ -400,7 +402,7 @@ def finetune(
 
     nnunet = _Nnunet(run_dir, settings, device)
     (run_dir / "trainers").mkdir(exist_ok=True)
-    (run_dir / "trainers" / "medssl_nnunet_trainers.py").write_text(_TRAINER_MODULE)
+    write_text(run_dir / "trainers" / "medssl_nnunet_trainers.py", _TRAINER_MODULE)
     ds_name = dataset_folder_name(settings.dataset_id, settings.dataset_name)
     raw = run_dir / "nnUNet_raw" / ds_name
     if not (raw / "dataset.json").is_file():
@@ -430,7 +432,7 @@ def finetune(
         plans, notes = transfer_plans(nnunet_plans, meta, plans_name, spacing=settings.spacing)
         for note in notes:
             log.info("plans: %s", note)
-        (pre_dir / f"{plans_name}.json").write_text(json.dumps(plans, indent=2) + "\n")
+        write_json(pre_dir / f"{plans_name}.json", plans)
         warnings += check_normalisation(plans, configuration, meta)
     else:
         plans = nnunet_plans
@@ -454,11 +456,11 @@ def finetune(
             ["-d", did, "-plans_name", plans_name, "-c", configuration, "-np", "1"],
             "preprocess",
         )
-        (pre_dir / f".{data_id}.done").write_text("")
+        write_text(pre_dir / f".{data_id}.done", "done\n")
     if splits is None:
         split_source = "nnU-Net's own 5-fold split"
     else:
-        (pre_dir / "splits_final.json").write_text(json.dumps(splits, indent=2) + "\n")
+        write_json(pre_dir / "splits_final.json", splits)
         split_source = (
             f"from {settings.splits}" if settings.splits else f"{len(splits)} leave-one-out folds"
         )
@@ -517,7 +519,7 @@ def finetune(
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
     )
-    record.write_text(json.dumps(info, indent=2) + "\n")
+    write_json(record, info)
     return FinetuneResult(run_dir, plans_name, configuration, dice, warnings)
 
 
@@ -636,7 +638,7 @@ def _write_segs(
 
 
 def _write_dice(run_dir: Path, dice: dict[str, Any]) -> None:
-    (run_dir / "dice.json").write_text(json.dumps(dice, indent=2) + "\n")
+    write_json(run_dir / "dice.json", dice)
     with (run_dir / "dice.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["set", "case", "label", "dice"])
