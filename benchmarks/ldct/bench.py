@@ -413,6 +413,60 @@ def cmd_kernels(args: argparse.Namespace) -> None:
     tmp.replace(KERNELS_FILE)
 
 
+def cmd_kernel_quality(args: argparse.Namespace) -> None:
+    """PSNR/SSIM per reconstruction kernel (results.jsonl rows of ``run --kernels``): the
+    mean over the cases, the cases below the fixed 1-pixel Gaussian, and the margin over
+    the oracle Gaussian; medssl's own rows use seed 0 unless ``--all-seeds``."""
+    rows = {}
+    for r in _load(RESULTS):
+        if r["dose"] != args.dose:
+            continue
+        if not args.all_seeds and r["method"] in ("medssl", "medssl_v1") and r["seed"] != 0:
+            continue
+        rows[(r.get("kernel", "ramp"), r["method"], r["case"], r["seed"])] = r
+    by: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for (kernel, method, case, _), r in rows.items():
+        by[(kernel, method)][case].append(r)
+    methods = ["noisy", "gauss_1px", "gauss_oracle", "medssl_v1", "medssl"]
+    print(f"\n### {args.dose} dose: mean over the cases (HU clipped to [-1000, 1000])\n")
+    print("| kernel | cases | " + " | ".join(f"{m} PSNR / SSIM" for m in methods), end="")
+    print(" | medssl - oracle Gaussian (dB) | medssl cases below the 1-px Gaussian |")
+    print("|---|---|" + "---|" * (len(methods) + 2))
+    for kernel in ("ramp", "shepp-logan", "cosine", "hann"):
+        cases = sorted(set.intersection(*[set(by[(kernel, m)]) for m in methods]))
+        if not cases:
+            continue
+        cells, means = [], {}
+        for m in methods:
+            per_case = {c: np.mean([r["psnr"] for r in by[(kernel, m)][c]]) for c in cases}
+            ssim_ = np.mean([np.mean([r["ssim"] for r in by[(kernel, m)][c]]) for c in cases])
+            means[m] = per_case
+            cells.append(f"{np.mean(list(per_case.values())):.2f} / {ssim_:.4f}")
+        gap = np.mean([means["medssl"][c] - means["gauss_oracle"][c] for c in cases])
+        below = [c for c in cases if means["medssl"][c] < means["gauss_1px"][c]]
+        print(
+            f"| {kernel} | {len(cases)} | "
+            + " | ".join(cells)
+            + f" | {gap:+.2f} | "
+            + (", ".join(below) if below else "none")
+            + " |"
+        )
+    print(f"\n### {args.dose} dose: medssl PSNR per case and kernel (dB; 1-px Gaussian)\n")
+    kernels = [k for k in ("ramp", "shepp-logan", "cosine", "hann") if by[(k, "medssl")]]
+    print("| case | " + " | ".join(kernels) + " |")
+    print("|---|" + "---|" * len(kernels))
+    names = sorted({c for k in kernels for c in by[(k, "medssl")]})
+    for c in names:
+        cells = []
+        for k in kernels:
+            got, g = by[(k, "medssl")].get(c), by[(k, "gauss_1px")].get(c)
+            if not got or not g:
+                cells.append("-")
+                continue
+            cells.append(f"{np.mean([r['psnr'] for r in got]):.2f} ({g[0]['psnr']:.2f})")
+        print(f"| {c} | " + " | ".join(cells) + " |")
+
+
 def cmd_kernels_report(args: argparse.Namespace) -> None:
     """Markdown tables of ``kernels.jsonl``: means per dose and kernel, then per case."""
     rows = _load(KERNELS_FILE)
@@ -528,7 +582,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    rows = {(r["method"], r["case"], r["dose"], r["seed"]): r for r in reversed(_load(RESULTS))}
+    ramp = [r for r in _load(RESULTS) if r.get("kernel", "ramp") == "ramp"]  # kernel-quality
+    rows = {(r["method"], r["case"], r["dose"], r["seed"]): r for r in reversed(ramp)}
     by: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for r in rows.values():  # the first row of each key (two processes may both have run it)
         by[(r["dose"], r["method"], r["case"])].append(r)
@@ -748,6 +803,9 @@ def main() -> None:
     )
     ker.add_argument("--threads", type=int, default=2)
     sub.add_parser("kernels-report")
+    kq = sub.add_parser("kernel-quality")
+    kq.add_argument("--dose", default="quarter", choices=["quarter", "normal"])
+    kq.add_argument("--all-seeds", action="store_true")
     add_standard_commands(sub)
     args = ap.parse_args()
     {
@@ -761,6 +819,7 @@ def main() -> None:
         "report": cmd_report,
         "kernels": cmd_kernels,
         "kernels-report": cmd_kernels_report,
+        "kernel-quality": cmd_kernel_quality,
         "standard": cmd_standard,
         "standard-report": cmd_standard_report,
     }[args.cmd](args)

@@ -33,7 +33,7 @@ def test_sigmas_are_bounded_and_vary_per_pixel(fitted):
     _, maps = apply_denoiser(den, vol)
     # every range sigma is at least the stated fraction of the scan's noise (HU)
     floor_hu = den.config.model.range_floor_noise * den.noise_std_hu
-    assert den.config.model.range_floor_noise == 0.3 and floor_hu > 1.0
+    assert den.config.model.range_floor_noise == 0.2 and floor_hu > 1.0
     for m in maps:
         assert m.shape == (vol.shape[0], 3, *vol.shape[1:])
         assert (m[:, :2] > 0).all() and (m[:, :2] <= 3.0 + 1e-5).all()
