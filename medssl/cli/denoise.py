@@ -131,7 +131,7 @@ def denoise(
         preset,
         save_sigma_maps,
     )
-    from medssl.denoise.noise import noise_std_hu
+    from medssl.denoise.physics import quality_report
 
     t0 = time.perf_counter()
     deidentifier = deidentifier_from_options(deidentify, salt_file, deid_dates)
@@ -222,7 +222,7 @@ def denoise(
         edit = SigmaEdit(strength, None if mask is None else torch.from_numpy(mask), roi_factor)
 
     z, y, x = volume.shape
-    out.print(f"input: {x} x {y} x {z} voxels, noise ~{noise_std_hu(volume.array):.0f} HU")
+    out.print(f"input: {x} x {y} x {z} voxels")
     if model_path is not None:
         denoiser = load_denoiser(model_path, device=device)
         out.print(f"model: {model_path} ({denoiser.config.name})")
@@ -296,12 +296,33 @@ def denoise(
         if save_model is not None:
             denoiser.save(save_model)
     kind = "DICOM series" if output_format(written) == "dicom" else "image"
-    out.print(f"wrote {kind} {written}; noise ~{noise_std_hu(result.array):.0f} HU")
+    out.print(f"wrote {kind} {written}")
+    quality = quality_report(volume.array, result.array, volume.spacing[1:]).to_dict()
+    out.print(_quality_line(quality))
     if sigma_maps is not None:
         out.print(f"wrote {len(files)} sigma-map files to {sigma_maps}")
     if save_model is not None:
         out.print(f"saved the model to {save_model}")
     out.print(f"done in {time.perf_counter() - t0:.1f} s")
+
+
+def _quality_line(q: dict) -> str:
+    """The physicist's summary of a run: noise SD and NPS mean frequency in the same
+    homogeneous patches, and the edge width at the same edges, before -> after."""
+
+    def pct(key: str) -> str:
+        return "n/a" if q.get(key) is None else f"{100 * q[key]:+.0f} %"
+
+    if q.get("noise_sd_before_hu") is None:
+        return "quality: no homogeneous tissue found to measure the noise in"
+    before, after = q["noise_sd_before_hu"], q["noise_sd_after_hu"]
+    text = (
+        f"noise SD in homogeneous tissue {before:.1f} -> {after:.1f} HU, "
+        f"NPS mean frequency {pct('nps_mean_frequency_shift')}"
+    )
+    if q.get("edge_width_before_mm") is not None:
+        text += f", edge width {pct('edge_width_growth')}"
+    return text
 
 
 def _batch(
