@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def studies(tmp_path_factory):
     root = tmp_path_factory.mktemp("studies")
     for i, rel in enumerate(["a/ct", "b/deeper/ct"]):
-        vol, _ = phantom((3, 40, 44), seed=i)
+        vol, _ = phantom((3, 80, 88), seed=i)  # big enough for homogeneous noise patches
         write_dicom_series(vol, root / rel)
     return root
 
@@ -96,7 +96,7 @@ def test_denoise_pipeline_runs_once_and_reruns_only_what_is_forced(medssl, studi
         assert len(list((out / "denoise" / key / "denoised").glob("*.dcm"))) == 3
         assert (out / "denoise" / key / "sigma_maps").is_dir()
     derived = read_volume(out / "denoise" / keys[0] / "denoised")
-    assert derived.shape == (3, 40, 44) and derived.modality == "CT"
+    assert derived.shape == (3, 80, 88) and derived.modality == "CT"
     report = (out / "report" / "report.html").read_text()
     assert all(k in report for k in keys)
     assert report.count("data:image/png;base64,") == 6  # noisy, denoised, sigma x 2 studies

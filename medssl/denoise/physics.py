@@ -578,20 +578,25 @@ class QualityReport:
         """Scalars (JSON-ready, ``None`` where not measurable) and the radial NPS of both
         images on one frequency axis (``nps_radial``)."""
 
+        measured = self.noise_before.patches > 0  # no homogeneous tissue: no noise values
+
         def r(v: float | None, digits: int) -> float | None:
             if v is None or not math.isfinite(v):
                 return None
             return round(float(v), digits) + 0.0  # no -0.0
 
+        def n(v: float | None, digits: int) -> float | None:
+            return r(v, digits) if measured else None
+
         freq, before = self.noise_before.radial_nps()
         _, after = self.noise_after.radial_nps()
         return {
-            "noise_sd_before_hu": r(self.noise_before.sd_hu, 3),
-            "noise_sd_after_hu": r(self.noise_after.sd_hu, 3),
-            "noise_sd_reduction": r(self.noise_sd_reduction, 4),
-            "nps_mean_frequency_before_per_mm": r(self.noise_before.mean_frequency, 4),
-            "nps_mean_frequency_after_per_mm": r(self.noise_after.mean_frequency, 4),
-            "nps_mean_frequency_shift": r(self.nps_mean_frequency_shift, 4),
+            "noise_sd_before_hu": n(self.noise_before.sd_hu, 3),
+            "noise_sd_after_hu": n(self.noise_after.sd_hu, 3),
+            "noise_sd_reduction": n(self.noise_sd_reduction, 4),
+            "nps_mean_frequency_before_per_mm": n(self.noise_before.mean_frequency, 4),
+            "nps_mean_frequency_after_per_mm": n(self.noise_after.mean_frequency, 4),
+            "nps_mean_frequency_shift": n(self.nps_mean_frequency_shift, 4),
             "edge_width_before_mm": r(self.edge_width_before_mm, 3),
             "edge_width_after_mm": r(self.edge_width_after_mm, 3),
             "edge_width_growth": r(self.edge_width_growth, 4),
