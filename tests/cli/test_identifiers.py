@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import pydicom
-import pytest
 
 from tests.io.test_deidentify import (
     FOR_UID,
@@ -22,28 +21,9 @@ from tests.io.test_deidentify import (
     SALT,
     STUDY_UID,
     find_needles,
-    write_planted_series,
 )
 
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # anything but a newline
-
-
-@pytest.fixture
-def study(tmp_path) -> Path:
-    """Two series of one planted study, with escape sequences in the SeriesDescription and
-    the Manufacturer."""
-    root = tmp_path / "study"
-    write_planted_series(root / "a", index=1, escape=True, seed=1)
-    write_planted_series(root / "b", index=2, escape=True, seed=2)
-    return root
-
-
-@pytest.fixture
-def salt_file(tmp_path) -> Path:
-    path = tmp_path / "keys" / "salt.txt"
-    path.parent.mkdir()
-    path.write_bytes(SALT + b"\n")
-    return path
 
 
 def _clean_console(result) -> None:

@@ -10,30 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pydicom
-import pytest
 import yaml
 
 from tests.cli.test_identifiers import _clean_console, _first, _tree_is_clean
-from tests.io.test_deidentify import SALT, STUDY_UID, find_needles, write_planted_series
+from tests.io.test_deidentify import SALT, STUDY_UID, find_needles
 
 FAST = ["--steps", "2", "--threads", "1"]
-
-
-@pytest.fixture
-def study(tmp_path) -> Path:
-    """Two CT series of one planted study (escape sequences in the header text too)."""
-    root = tmp_path / "study"
-    write_planted_series(root / "a", index=1, escape=True, seed=1)
-    write_planted_series(root / "b", index=2, escape=True, seed=2)
-    return root
-
-
-@pytest.fixture
-def salt_file(tmp_path) -> Path:
-    path = tmp_path / "keys" / "salt.txt"
-    path.parent.mkdir()
-    path.write_bytes(SALT + b"\n")
-    return path
 
 
 def _dicom_folders(root: Path) -> list[Path]:
