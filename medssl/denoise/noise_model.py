@@ -36,6 +36,7 @@ __all__ = [
     "NoiseModel",
     "estimate_noise_model",
     "homogeneous_patches",
+    "noise_only",
     "soft_tissue_mask",
     "tissue_class_masks",
 ]
@@ -280,6 +281,31 @@ def _nps_from_acf(acov: np.ndarray, p: int) -> np.ndarray:
     return power * (float(acov[c, c]) / max(float(power.mean()), 1e-12))
 
 
+def noise_only(tiles: np.ndarray, variances: np.ndarray) -> np.ndarray:
+    """Which candidate patches hold noise only.
+
+    Noise-only patches scatter around the mode of the patch variances (a scaled chi-square
+    with about P² / Σρ degrees of freedom: few when the noise is correlated); structure only
+    adds variance. A first pass with a fixed window measures the correlation, a second keeps
+    the patches within three standard deviations of the noise-only spread.
+
+    Shape:
+        tiles: ``(N, P, P)`` mean-removed patches; variances: ``(N,)`` their plane-detrended
+        variances (both from :func:`homogeneous_patches`); returns a boolean ``(N,)``, all
+        true when fewer than two would be kept.
+    """
+    p = tiles.shape[1]
+    mode = _mode_of_log(variances)
+    keep = (variances > mode / 2.0) & (variances < mode * 2.0)
+    for _ in range(2):
+        chosen = tiles[keep] if keep.sum() >= 2 else tiles
+        _, rho = _undo_mean_removal(_autocovariance(chosen), p)
+        dof = p * p / max(float(np.clip(rho, 0.0, None).sum()), 1.0)
+        spread = math.exp(3.0 * math.sqrt(2.0 / dof))
+        keep = (variances > mode / spread) & (variances < mode * spread)
+    return keep if keep.sum() >= 2 else np.ones_like(keep)
+
+
 def _mode_of_log(values: np.ndarray) -> float:
     """The mode of a positive sample, from a Gaussian kernel density of its logarithm."""
     logs = np.log(values)
@@ -339,19 +365,7 @@ def estimate_noise_model(
         flat = np.zeros((2 * p - 1, 2 * p - 1))
         flat[p - 1, p - 1] = 1.0
         return NoiseModel(0.0, zeros, flat, (float(spacing_yx[0]), float(spacing_yx[1])), 0, p)
-    mode = _mode_of_log(var)
-    # noise-only patches scatter around the mode (a scaled chi-square with about P² / Σρ
-    # degrees of freedom: few when the noise is correlated); structure only adds variance.
-    # A first pass with a fixed window measures the correlation, a second keeps the patches
-    # within three standard deviations of the noise-only spread.
-    keep = (var > mode / 2.0) & (var < mode * 2.0)
-    for _ in range(2):
-        chosen = tiles[keep] if keep.sum() >= 2 else tiles
-        variance, rho = _undo_mean_removal(_autocovariance(chosen), p)
-        dof = p * p / max(float(np.clip(rho, 0.0, None).sum()), 1.0)
-        spread = math.exp(3.0 * math.sqrt(2.0 / dof))
-        keep = (var > mode / spread) & (var < mode * spread)
-    tiles = tiles[keep] if keep.sum() >= 2 else tiles
+    tiles = tiles[noise_only(tiles, var)]
     variance, rho = _undo_mean_removal(_autocovariance(tiles), p)
     power = _nps_from_acf(rho * variance, p)
     dy, dx = float(spacing_yx[0]), float(spacing_yx[1])

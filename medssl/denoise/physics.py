@@ -31,10 +31,10 @@ from medssl.denoise.noise_model import (
     MIN_PATCHES,
     NoiseModel,
     _autocovariance,
-    _mode_of_log,
     _nps_from_acf,
     _patch_size,
     _undo_mean_removal,
+    noise_only,
     tissue_class_masks,
 )
 
@@ -179,18 +179,7 @@ def noise_patches(
         return NoisePatches(np.zeros(0, int), np.zeros(0, int), np.zeros(0, int), p)
     sites = NoisePatches(sites.z[keep], sites.y[keep], sites.x[keep], p)
     var = var[keep]
-    tiles = sites.tiles(arr)
-    # the estimator's choice: near the mode of the variances, within the noise-only spread
-    mode = _mode_of_log(var)
-    keep = (var > mode / 2.0) & (var < mode * 2.0)
-    for _ in range(2):
-        chosen = tiles[keep] if keep.sum() >= 2 else tiles
-        _, rho = _undo_mean_removal(_autocovariance(chosen), p)
-        dof = p * p / max(float(np.clip(rho, 0.0, None).sum()), 1.0)
-        spread = math.exp(3.0 * math.sqrt(2.0 / dof))
-        keep = (var > mode / spread) & (var < mode * spread)
-    if keep.sum() < 2:
-        keep = np.ones_like(keep)
+    keep = noise_only(sites.tiles(arr), var)  # the estimator's own choice
     return NoisePatches(sites.z[keep], sites.y[keep], sites.x[keep], p)
 
 

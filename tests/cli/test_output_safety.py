@@ -4,14 +4,13 @@ locations, outputs inside inputs, folders medssl did not make, and bad members o
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import yaml
 
 from medssl.io import OWNER_MARKER, Volume, write_dicom_series, write_volume
 from tests.denoise.phantom import phantom
-from tests.io.test_safe_writes import _mount
+from tests.io.test_safe_writes import _mount, left_by_a_killed_run
 
 FAST = ["--steps", "2", "--threads", "1"]
 
@@ -126,11 +125,7 @@ def test_a_killed_write_leaves_no_patient_data_for_later_runs(medssl, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / OWNER_MARKER).write_text("{}")
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    host = __import__("socket").gethostname().replace(".", "-")[:32]
-    stale = out / f".abc.medssl-tmp.{host}.{dead.pid}.0123abcd"
-    stale.mkdir()
+    stale = left_by_a_killed_run(out, "abc")
     (stale / "00001.dcm").write_bytes(b"patient data")
     r = medssl("denoise", "--batch", tmp_path / "in", "-o", out, *FAST)
     assert r.code == 0, r.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -64,6 +65,17 @@ def full_disk(tmp_path):
 def read_only(tmp_path):
     with _mount(tmp_path / "ro", "ro,size=64k") as p:
         yield p
+
+
+def left_by_a_killed_run(folder: Path, name: str) -> Path:
+    """The temporary folder a killed medssl process (this host, a PID now gone) left for the
+    output ``name`` in ``folder`` (created, empty)."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname().replace(".", "-")[:32]
+    path = folder / f".{name}.medssl-tmp.{host}.{dead.pid}.{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path
 
 
 def _visible(folder: Path) -> list[str]:
@@ -167,11 +179,8 @@ def test_outputs_overlapping_inputs_are_refused_with_both_paths(tmp_path):
 
 
 def test_stale_temporary_entries_of_dead_processes_are_removed(tmp_path):
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    host = __import__("socket").gethostname().replace(".", "-")[:32]
-    stale = tmp_path / f".job.medssl-tmp.{host}.{dead.pid}.{uuid.uuid4().hex[:8]}"
-    stale.mkdir()
+    stale = left_by_a_killed_run(tmp_path, "job")
+    host = socket.gethostname().replace(".", "-")[:32]
     (stale / "patient.dcm").write_bytes(b"x")
     alive = tmp_path / f".job2.medssl-tmp.{host}.{os.getpid()}.abcd1234"
     alive.mkdir()
@@ -222,14 +231,9 @@ def test_overwrite_replaces_a_derived_series_medssl_wrote_but_no_other_folder(tm
 
 
 def test_a_write_removes_what_a_killed_write_of_the_same_output_left(tmp_path):
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    host = __import__("socket").gethostname().replace(".", "-")[:32]
-    left = tmp_path / f".series.medssl-tmp.{host}.{dead.pid}.0123abcd"
-    left.mkdir()
+    left = left_by_a_killed_run(tmp_path, "series")
     (left / "00001.dcm").write_bytes(b"patient data")
-    other = tmp_path / f".other.medssl-tmp.{host}.{dead.pid}.0123abcd"
-    other.mkdir()
+    other = left_by_a_killed_run(tmp_path, "other")
     with atomic_dir(tmp_path / "series") as d:
         (d / "f").write_text("x")
     assert not left.exists() and other.exists()  # only the same output's leftovers
