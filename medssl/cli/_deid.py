@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 import typer
 
-from medssl.io import DEID_SALT_ENV, Deidentifier, InputError
+from medssl.errors import InputError
+from medssl.io import DEID_SALT_ENV, Deidentifier
 
 __all__ = ["DATES_OPTION", "DEIDENTIFY_OPTION", "SALT_OPTION", "deidentifier_from_options"]
 

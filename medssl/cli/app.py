@@ -27,7 +27,7 @@ from medssl.cli.info import info
 from medssl.cli.ops import ops_app
 from medssl.cli.pipeline import pipeline_app
 from medssl.cli.pretrain import export_nnunet_cmd, pretrain
-from medssl.io.errors import MedsslError
+from medssl.errors import MedsslError
 from medssl.io.text import printable
 
 __all__ = ["app", "main"]

@@ -15,13 +15,8 @@ from medssl.cli._deid import (
     SALT_OPTION,
     deidentifier_from_options,
 )
-from medssl.io import (
-    InputError,
-    check_not_input,
-    output_format,
-    read_volume,
-    write_volume,
-)
+from medssl.errors import InputError
+from medssl.io import check_not_input, output_format, read_volume, write_volume
 
 __all__ = ["convert"]
 

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from medssl.cli._console import out
 from medssl.data import ARCHIVES, SAMPLES, cache_root, fetch, is_cached
-from medssl.io import InputError
+from medssl.errors import InputError
 
 __all__ = ["data_app"]
 

@@ -13,7 +13,7 @@ from medssl.cli._deid import (
     SALT_OPTION,
     deidentifier_from_options,
 )
-from medssl.io.errors import InputError
+from medssl.errors import InputError
 
 __all__ = ["finetune"]
 

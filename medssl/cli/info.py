@@ -16,15 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from medssl.cli._console import err, out
-from medssl.io import (
-    InputError,
-    Volume,
-    detect_format,
-    find_series,
-    printable,
-    read_free_text,
-    read_volume,
-)
+from medssl.errors import InputError
+from medssl.io import Volume, detect_format, find_series, printable, read_free_text, read_volume
 
 __all__ = ["info"]
 

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from medssl.cli._console import out
-from medssl.io.errors import MedsslError
+from medssl.errors import MedsslError
 
 __all__ = ["ops_app"]
 

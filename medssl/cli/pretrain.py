@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from medssl.cli._console import out
-from medssl.io.errors import InputError
+from medssl.errors import InputError
 
 __all__ = ["export_nnunet_cmd", "pretrain"]
 

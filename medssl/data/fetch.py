@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from medssl.data.samples import ARCHIVES, SAMPLES, Archive, Sample
-from medssl.io.errors import InputError, MedsslError
+from medssl.errors import InputError, MedsslError
 
 __all__ = [
     "DataUnavailableError",

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from medssl.errors import InputError
 from medssl.io import (
     ITK_SUFFIXES,
-    InputError,
     atomic_file,
     find_series,
     is_dicom_file,

@@ -1,9 +1,11 @@
 """Medical volume I/O: the :class:`Volume`, DICOM, NIfTI, NRRD and MetaImage readers and
 writers, the derived-DICOM writer and atomic outputs.
 
-This subpackage imports nothing else of medssl.
+This subpackage imports nothing else of medssl but :mod:`medssl.errors` (the user-facing
+errors, re-exported here).
 """
 
+from medssl.errors import InputError, MedsslError, MultipleSeriesError, OutputError
 from medssl.io.atomic import (
     OWNER_MARKER,
     atomic_dir,
@@ -29,7 +31,6 @@ from medssl.io.dicom_read import (
     read_free_text,
 )
 from medssl.io.dicom_write import quantise_int16, write_dicom_series
-from medssl.io.errors import InputError, MedsslError, MultipleSeriesError, OutputError
 from medssl.io.itk_io import ITK_SUFFIXES, from_sitk, read_itk, to_sitk, write_itk
 from medssl.io.limits import MAX_VOXELS_ENV, check_image_size, max_voxels
 from medssl.io.load import detect_format, output_format, read_volume, write_volume

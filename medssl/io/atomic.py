@@ -3,7 +3,7 @@
 A write goes to a temporary name next to its target (``.<name>.medssl-tmp.<host>.<pid>.<id>``),
 is flushed to disk (``fsync``), verified (not empty; the caller's check, e.g. an image's
 header read back), and only then renamed to its final name. A failure (a full disk, an I/O
-error, a failed check) raises :class:`~medssl.io.errors.OutputError` naming the path and
+error, a failed check) raises :class:`~medssl.errors.OutputError` naming the path and
 leaves nothing under the final name.
 
 Several outputs of one command (an image, its sigma maps, a saved model) are made to appear
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medssl.io.errors import InputError, OutputError
+from medssl.errors import InputError, OutputError
 
 __all__ = [
     "OWNER_MARKER",

@@ -46,7 +46,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from medssl.io.errors import InputError
+from medssl.errors import InputError
 
 __all__ = ["BASIC_PROFILE", "DEID_SALT_ENV", "MIN_SALT_BYTES", "Action", "Deidentifier"]
 

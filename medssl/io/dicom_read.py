@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from medssl.io.errors import InputError, MultipleSeriesError
+from medssl.errors import InputError, MultipleSeriesError
 from medssl.io.limits import check_image_size
 from medssl.io.paths import list_files
 from medssl.io.safe_meta import IDENTIFYING_KEYWORDS, free_text, safe_metadata, series_key

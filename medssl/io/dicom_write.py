@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from medssl.errors import InputError
 from medssl.io.atomic import atomic_dir
 from medssl.io.deidentify import Deidentifier
 from medssl.io.dicom_read import quiet_pydicom
-from medssl.io.errors import InputError
 from medssl.io.uids import canonical_settings, derive_uid
 from medssl.io.volume import Volume
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from medssl.errors import InputError, OutputError
 from medssl.io.atomic import atomic_file
-from medssl.io.errors import InputError, OutputError
 from medssl.io.limits import DEFLATE_MAX_RATIO, check_image_size
 from medssl.io.volume import Volume, count_nonfinite, nonfinite_warning
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 
-from medssl.io.errors import InputError
+from medssl.errors import InputError
 
 __all__ = [
     "DEFLATE_MAX_RATIO",

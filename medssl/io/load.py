@@ -8,11 +8,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from medssl.errors import InputError
 from medssl.io.atomic import prepare_output
 from medssl.io.deidentify import Deidentifier
 from medssl.io.dicom_read import is_dicom_file, read_dicom
 from medssl.io.dicom_write import write_dicom_series
-from medssl.io.errors import InputError
 from medssl.io.itk_io import ITK_SUFFIXES, itk_suffix, read_itk, write_itk
 from medssl.io.volume import Volume
 

@@ -20,7 +20,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from medssl.io.errors import InputError
+from medssl.errors import InputError
 
 __all__ = ["REFUSED_MESSAGE", "load_tensors_file"]
 

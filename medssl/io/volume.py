@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from medssl.io.errors import InputError
+from medssl.errors import InputError
 
 __all__ = [
     "AXIAL",

@@ -3,17 +3,17 @@
 from medssl.models.unet import (
     PRESETS,
     build_network,
+    configuration_dict,
     configuration_dim,
     load_plans,
     preset_plans,
-    save_plans,
 )
 
 __all__ = [
     "PRESETS",
     "build_network",
+    "configuration_dict",
     "configuration_dim",
     "load_plans",
     "preset_plans",
-    "save_plans",
 ]

@@ -6,7 +6,10 @@ nnU-Net fine-tunes. So a network medssl pretrains has exactly the keys and shape
 nnU-Net builds from the same plans, and ``nnUNetv2_train -pretrained_weights`` accepts it.
 
 Presets are complete nnU-Net plans dictionaries (one ``3d_fullres`` and one ``2d``
-configuration each), so they can be written out with :func:`save_plans` and handed to nnU-Net.
+configuration each), so they can be written out as JSON (:func:`medssl.io.write_json`) and
+handed to nnU-Net.
+
+This package imports nothing of medssl but :mod:`medssl.errors`.
 """
 
 from __future__ import annotations
@@ -19,15 +22,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from medssl.io import InputError, write_text
+from medssl.errors import InputError
 
 __all__ = [
     "PRESETS",
     "build_network",
+    "configuration_dict",
     "configuration_dim",
     "load_plans",
     "preset_plans",
-    "save_plans",
 ]
 
 _RESENC_UNET = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
@@ -163,13 +166,23 @@ def load_plans(source: str | Path | dict) -> dict:
     return plans
 
 
-def save_plans(plans: dict, path: str | Path) -> None:
-    """Write plans as JSON (the format nnU-Net reads)."""
-    write_text(path, json.dumps(plans, indent=2, sort_keys=False) + "\n")
+def configuration_dict(plans: dict, configuration: str) -> dict:
+    """One configuration of a plans dictionary, as nnU-Net resolves it.
 
+    nnU-Net's own ``PlansManager`` resolves ``inherits_from`` (``3d_cascade_fullres`` and
+    friends), so the result has every key of the configuration (``patch_size``,
+    ``architecture``, ``normalization_schemes``, ``spacing``, ...).
 
-def _configuration_dict(plans: dict, configuration: str) -> dict:
-    # nnU-Net's own resolution of ``inherits_from`` (3d_cascade_fullres and friends)
+    Args:
+        plans: A plans dictionary (as :func:`load_plans` returns).
+        configuration: The configuration's name (``3d_fullres``, ``2d``, ...).
+
+    Returns:
+        The configuration's dictionary.
+
+    Raises:
+        InputError: The plans have no such configuration, or it does not resolve.
+    """
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     try:
@@ -180,7 +193,7 @@ def _configuration_dict(plans: dict, configuration: str) -> dict:
 
 def configuration_dim(plans: dict, configuration: str) -> int:
     """2 or 3: the number of spatial axes of a plans configuration."""
-    return len(_configuration_dict(plans, configuration)["patch_size"])
+    return len(configuration_dict(plans, configuration)["patch_size"])
 
 
 def build_network(
@@ -211,7 +224,7 @@ def build_network(
     """
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-    cfg = _configuration_dict(load_plans(plans), configuration)
+    cfg = configuration_dict(load_plans(plans), configuration)
     arch = cfg["architecture"]
 
     def make() -> nn.Module:

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from medssl.data.volumes import DEFAULT_EXCLUDE, NORMALIZATION_SCHEMES
-from medssl.io.errors import InputError
+from medssl.errors import InputError
 
 __all__ = ["PretrainConfig", "load_config"]
 

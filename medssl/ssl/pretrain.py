@@ -30,8 +30,9 @@ from medssl.data.volumes import (
     preprocess,
     write_manifest,
 )
-from medssl.io import InputError, check_not_input, write_json, write_text
-from medssl.models.unet import build_network, load_plans
+from medssl.errors import InputError
+from medssl.io import check_not_input, write_json, write_text
+from medssl.models.unet import build_network, configuration_dict, load_plans
 from medssl.ssl.config import PretrainConfig, load_config
 from medssl.ssl.distributed import DistInfo, cleanup_distributed, setup_distributed
 from medssl.ssl.engine import (
@@ -55,9 +56,7 @@ CHECKPOINT_FORMAT = "medssl-pretrain/1"
 
 
 def _patch_size(cfg: PretrainConfig, plans: dict, method: str = "mae") -> list[int]:
-    from medssl.models.unet import _configuration_dict
-
-    conf = _configuration_dict(plans, cfg.model.configuration)
+    conf = configuration_dict(plans, cfg.model.configuration)
     patch = list(cfg.model.patch_size or conf["patch_size"])
     if len(patch) != len(conf["patch_size"]):
         raise InputError(

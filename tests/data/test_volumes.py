@@ -6,7 +6,7 @@ import torch
 
 from medssl.data.patches import PatchDataset, StepBatchSampler, crop_with_padding
 from medssl.data.volumes import Preprocessing, discover_volumes, load_manifest, preprocess
-from medssl.io.errors import InputError
+from medssl.errors import InputError
 from tests.ssl.volumes import write_collection
 
 

@@ -5,8 +5,8 @@ import sys
 import pytest
 import torch
 
+from medssl.errors import InputError
 from medssl.finetune.nnunet import check_weights_fit, export_nnunet, read_export
-from medssl.io.errors import InputError
 from medssl.models import build_network, preset_plans
 from medssl.ssl.engine import load_checkpoint
 from medssl.ssl.pretrain import pretrain

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from medssl.io.errors import InputError
-from medssl.models import build_network, configuration_dim, load_plans, preset_plans, save_plans
+from medssl.errors import InputError
+from medssl.io import write_json
+from medssl.models import build_network, configuration_dim, load_plans, preset_plans
 
 
 def _nnunet_network(plans: dict, configuration: str, out_channels: int, ds: bool) -> nn.Module:
@@ -21,7 +22,7 @@ def _nnunet_network(plans: dict, configuration: str, out_channels: int, ds: bool
 @pytest.mark.parametrize(("preset", "configuration"), [("tiny", "3d_fullres"), ("small", "2d")])
 def test_plans_built_network_is_the_one_nnunet_builds(tmp_path, preset, configuration):
     path = tmp_path / "plans.json"
-    save_plans(preset_plans(preset), path)
+    write_json(path, preset_plans(preset))
     plans = json.loads(path.read_text())
     ours = build_network(path, configuration, output_channels=3, deep_supervision=True, seed=7)
     torch.manual_seed(7)

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from medssl.io.errors import InputError
+from medssl.errors import InputError
 from medssl.ssl.engine import EngineConfig, fit, load_checkpoint, lr_factor
 from medssl.ssl.pretrain import pretrain
 from tests.ssl.volumes import TINY_CONFIG, write_collection

@@ -6,8 +6,8 @@ import copy
 import pytest
 import torch
 
+from medssl.errors import InputError
 from medssl.finetune.nnunet import export_nnunet, read_export
-from medssl.io.errors import InputError
 from medssl.models import build_network
 from medssl.ssl.engine import load_checkpoint
 from medssl.ssl.pretrain import pretrain

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from medssl import __version__
-from medssl.io import InputError, atomic_file, check_not_input, load_tensors_file
+from medssl.errors import InputError
+from medssl.io import atomic_file, check_not_input, load_tensors_file
 from medssl.models.unet import build_network
 
 __all__ = ["EXPORT_FORMAT", "check_weights_fit", "export_nnunet", "read_export"]

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from medssl.data.volumes import VolumeRef, discover_volumes
-from medssl.io import ITK_SUFFIXES, InputError, Volume, read_volume, write_itk
+from medssl.errors import InputError
+from medssl.io import ITK_SUFFIXES, Volume, read_volume, write_itk
 from medssl.io.atomic import atomic_dir
 
 __all__ = [

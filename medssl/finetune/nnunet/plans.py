@@ -18,8 +18,8 @@ import copy
 import math
 from typing import Any
 
-from medssl.io.errors import InputError
-from medssl.models.unet import _configuration_dict, build_network
+from medssl.errors import InputError
+from medssl.models.unet import build_network, configuration_dict
 
 __all__ = ["check_normalisation", "check_pretrained_fits", "transfer_plans"]
 
@@ -52,7 +52,7 @@ def transfer_plans(
     if spacing not in ("pretrained", "target"):
         raise InputError(f"spacing must be 'pretrained' or 'target', got {spacing!r}")
     conf_name = export["configuration"]
-    source = _configuration_dict(export["plans"], conf_name)
+    source = configuration_dict(export["plans"], conf_name)
     if conf_name not in target.get("configurations", {}):
         raise InputError(
             f"nnU-Net planned no {conf_name!r} configuration for the fine-tuning data (it "
@@ -60,7 +60,7 @@ def transfer_plans(
             f"is a {conf_name} network",
             hint="fine-tune on data of the pretrained network's dimensionality",
         )
-    planned = _configuration_dict(target, conf_name)
+    planned = configuration_dict(target, conf_name)
     conf = copy.deepcopy(planned)
     conf.pop("inherits_from", None)
     conf.pop("previous_stage", None)
@@ -102,7 +102,7 @@ def check_normalisation(plans: dict, configuration: str, export: dict[str, Any])
     recorded = pre.get("normalization")
     if not recorded:
         return ["the checkpoint records no intensity normalisation; it could not be checked"]
-    planned = _configuration_dict(plans, configuration)["normalization_schemes"]
+    planned = configuration_dict(plans, configuration)["normalization_schemes"]
     warnings = []
     if any(p != recorded for p in planned):
         warnings.append(

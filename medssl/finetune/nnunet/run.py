@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medssl.errors import InputError, MedsslError
 from medssl.finetune.nnunet.checkpoint import _load, export_nnunet, read_export
 from medssl.finetune.nnunet.dataset import (
     CHANNEL_NAMES,
@@ -51,8 +52,6 @@ from medssl.finetune.nnunet.plans import check_normalisation, check_pretrained_f
 from medssl.io import (
     OWNER_MARKER,
     Deidentifier,
-    InputError,
-    MedsslError,
     check_not_input,
     read_volume,
     write_json,

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from medssl import __version__
-from medssl.io import Deidentifier, InputError, Volume, derive_uid, quiet_pydicom
+from medssl.errors import InputError
+from medssl.io import Deidentifier, Volume, derive_uid, quiet_pydicom
 from medssl.io.atomic import atomic_file
 
 __all__ = ["write_seg"]
