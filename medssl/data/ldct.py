@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medssl.transforms.intensity import AIR_HU, HU_PER_UNIT, clamp_air
+
 __all__ = [
     "DOSE_LEVELS",
     "KERNELS",
@@ -59,7 +61,7 @@ class LowDosePair:
 def _square(hu: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]]:
     h, w = hu.shape
     n = max(h, w)
-    out = np.full((n, n), -1024.0, dtype=np.float64)
+    out = np.full((n, n), AIR_HU, dtype=np.float64)
     top, left = (n - h) // 2, (n - w) // 2
     out[top : top + h, left : left + w] = hu
     return out, (slice(top, top + h), slice(left, left + w))
@@ -73,8 +75,8 @@ def project(hu: np.ndarray, pixel_mm: float) -> np.ndarray:
     """Noiseless line integrals ``p`` (dimensionless) of a square HU image (steps 1-2)."""
     from skimage.transform import radon
 
-    hu = np.maximum(np.asarray(hu, dtype=np.float64), -1024.0)
-    mu = np.maximum(MU_WATER_PER_MM * (1.0 + hu / 1000.0), 0.0)
+    hu = clamp_air(hu)
+    mu = np.maximum(MU_WATER_PER_MM * (1.0 + hu / HU_PER_UNIT), 0.0)
     return radon(mu, _angles(hu.shape[0]), circle=False) * pixel_mm
 
 
@@ -94,7 +96,7 @@ def _reconstruct(p: np.ndarray, pixel_mm: float, n: int, kernel: str) -> np.ndar
     from skimage.transform import iradon
 
     mu = iradon(p / pixel_mm, _angles(n), circle=False, filter_name=kernel, output_size=n)
-    return (mu / MU_WATER_PER_MM - 1.0) * 1000.0
+    return (mu / MU_WATER_PER_MM - 1.0) * HU_PER_UNIT
 
 
 def reference_image(

@@ -43,13 +43,17 @@ from medssl.io.dicom_read import quiet_pydicom
 from medssl.io.uids import canonical_settings, derive_uid
 from medssl.io.volume import Volume
 
-__all__ = ["is_medssl_series", "quantise_int16", "write_dicom_series"]
+__all__ = ["CT_DISPLAY_WINDOW", "is_medssl_series", "quantise_int16", "write_dicom_series"]
 
 _SOP_CLASS = {
     "CT": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
     "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
 }
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+#: The display window (level, width in HU) written into CT series: the soft-tissue window
+#: (W 400 L 40) of :data:`medssl.transforms.windows.SOFT_TISSUE` (io imports no other medssl
+#: package; a test checks that the two agree).
+CT_DISPLAY_WINDOW = (40.0, 400.0)
 
 # Patient, study, frame-of-reference and general equipment attributes kept from the source.
 _COPIED = (
@@ -430,7 +434,7 @@ def _write_dicom_series(
             if not mr_image:
                 ds.RescaleType = "HU" if mod == "CT" else "US"
             if mod == "CT":
-                ds.WindowCenter, ds.WindowWidth = "40", "400"
+                ds.WindowCenter, ds.WindowWidth = (f"{v:g}" for v in CT_DISPLAY_WINDOW)
             ds.PixelData = np.ascontiguousarray(stored[k]).astype("<i2").tobytes()
             if deidentify is not None:
                 deidentify.apply(ds)
