@@ -38,6 +38,7 @@ from pathlib import Path
 
 from medssl.data.samples import ARCHIVES, SAMPLES, Archive, Sample
 from medssl.errors import InputError, MedsslError
+from medssl.io import atomic_dir, atomic_file, write_text
 
 __all__ = [
     "DataUnavailableError",
@@ -181,8 +182,7 @@ def fetch_archive(key: str) -> Path:
     path = folder / archive.filename
     if path.is_file() and _sha256(path) == archive.sha256:
         return path
-    tmp = folder / f".{archive.filename}.{os.getpid()}.part"
-    try:
+    with atomic_file(path) as tmp:  # checked before it takes the archive's name
         failures = _try_sources(archive, tmp)
         if failures or not tmp.is_file():
             raise DataUnavailableError(
@@ -198,10 +198,6 @@ def fetch_archive(key: str) -> Path:
                 hint="the download is corrupt or the registry changed the file; delete it and "
                 "retry, and report the mismatch if it persists",
             )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -296,10 +292,10 @@ def fetch(name: str) -> Path:
         if marker.is_file():
             return (folder / sample.main).resolve()
         archive_path = fetch_archive(sample.archive)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
-        try:
-            written = []
+        written = []
+        # a folder left without its marker (an interrupted earlier fetch) is the cache's own:
+        # replaced; the members are copied as they are (empty ones included)
+        with atomic_dir(folder, overwrite=True, owned=lambda _: True, empty_files=True) as tmp:
             for member, read in _members(archive_path):
                 rel = _dest_name(member, sample)
                 if rel is None:
@@ -313,14 +309,9 @@ def fetch(name: str) -> Path:
                     f"{archive_path.name} holds none of {', '.join(sample.members)}",
                     hint="the archive layout changed; report this to the medssl developers",
                 )
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-            marker.write_text(
-                json.dumps({"archive": ARCHIVES[sample.archive].filename, "files": sorted(written)})
-            )
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        write_text(
+            marker,
+            json.dumps({"archive": ARCHIVES[sample.archive].filename, "files": sorted(written)}),
+        )
     log.info("fetched sample %s into %s", name, folder)
     return (folder / sample.main).resolve()

@@ -296,12 +296,14 @@ def _fsync_one(path: Path, *, directory: bool) -> None:
         os.close(fd)
 
 
-def _check_nonempty(path: Path) -> None:
+def _check_nonempty(path: Path, *, empty_files: bool = False) -> None:
     if path.is_dir():
         files = [p for p in path.rglob("*") if p.is_file()]
         if not files:
             raise OutputError("the written folder is empty; nothing was written", path=path)
-        empty = [p for p in files if p.stat().st_size == 0 and p.name != OWNER_MARKER]
+        empty = [
+            p for p in files if not empty_files and p.stat().st_size == 0 and p.name != OWNER_MARKER
+        ]
     else:
         empty = [path] if path.stat().st_size == 0 else []
     if empty:
@@ -496,13 +498,15 @@ def atomic_dir(
     overwrite: bool = False,
     verify: Verify | None = None,
     owned: Callable[[Path], bool] | None = None,
+    empty_files: bool = False,
 ) -> Iterator[Path]:
     """Yield a temporary folder next to ``target``; on success it replaces ``target``.
 
-    The folder's files are synced and checked (none empty, then ``verify(folder)``) before
-    the rename; the folder's mode follows the umask. An existing ``target`` is replaced only
-    with ``overwrite`` and only when medssl made it (``owned(target)``, by default its
-    :data:`OWNER_MARKER`); the old folder is deleted after the new one is in place.
+    The folder's files are synced and checked (none empty unless ``empty_files``, e.g. a copy
+    of an archive's members; then ``verify(folder)``) before the rename; the folder's mode
+    follows the umask. An existing ``target`` is replaced only with ``overwrite`` and only
+    when medssl made it (``owned(target)``, by default its :data:`OWNER_MARKER`); the old
+    folder is deleted after the new one is in place.
 
     Raises:
         InputError: ``target`` exists and may not be replaced.
@@ -528,7 +532,7 @@ def atomic_dir(
             finally:
                 _GROUP.reset(token)
             _fsync(tmp)
-            _check_nonempty(tmp)
+            _check_nonempty(tmp, empty_files=empty_files)
             if verify is not None:
                 verify(tmp)
         except OutputError as exc:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medssl.io import atomic_file, load_tensors_file
+from medssl.io import atomic_file, load_tensors_file, write_text
 from medssl.ssl.distributed import DistInfo, all_reduce_mean, local_only
 
 __all__ = [
@@ -321,7 +321,10 @@ def fit(
                 for line in metrics_file.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= start
             ]
-            metrics_file.write_text("".join(line + "\n" for line in kept))
+            if kept:
+                write_text(metrics_file, "".join(line + "\n" for line in kept))
+            else:  # nothing before the checkpoint: start the log afresh
+                metrics_file.unlink()
         metrics = metrics_file.open("a")
     stop = config.steps if stop_after is None else min(config.steps, stop_after)
     progress = _Progress(config.steps, start, verbose and info.is_main)

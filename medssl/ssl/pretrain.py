@@ -31,7 +31,7 @@ from medssl.data.volumes import (
     write_manifest,
 )
 from medssl.errors import InputError
-from medssl.io import check_not_input, write_json, write_text
+from medssl.io import atomic_file, check_not_input, write_json, write_text
 from medssl.models.unet import build_network, configuration_dict, load_plans
 from medssl.ssl.config import PretrainConfig, load_config
 from medssl.ssl.distributed import DistInfo, cleanup_distributed, setup_distributed
@@ -522,12 +522,10 @@ def _recorded(manifest: Path) -> tuple[list[CachedVolume], Preprocessing]:
 
 
 def _copy(src: Path, dst: Path) -> None:
-    import os
     import shutil
 
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
+    with atomic_file(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _load_network(stage: _Stage, checkpoint: Path) -> None:

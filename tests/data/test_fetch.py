@@ -121,6 +121,25 @@ def test_tree_samples_keep_their_layout(isolated, monkeypatch):
     ]
 
 
+def test_an_interrupted_extraction_is_replaced_and_empty_members_kept(isolated, monkeypatch):
+    files = {"lib/test_files/a.dcm": b"a", "lib/test_files/empty.dcm": b""}
+    blob = _wheel(files)
+    (isolated / "seed" / "lib-1-py3-none-any.whl").write_bytes(blob)
+    archive = Archive("pypi", "lib", "1", "lib-1-py3-none-any.whl", _sha(blob))
+    sample = Sample(
+        "tree", "test", ("lib/test_files/*",), ".", "t", "none", keep_below="lib/test_files/"
+    )
+    _register(monkeypatch, "test", archive, sample)
+    partial = cache_root() / "samples" / "tree"  # an earlier fetch killed before its marker
+    partial.mkdir(parents=True)
+    (partial / "half.dcm").write_bytes(b"h")
+    root = fetch("tree")
+    assert sorted(p.name for p in root.iterdir()) == ["a.dcm", "empty.dcm"]
+    assert (root / "empty.dcm").read_bytes() == b""
+    leftovers = [p.name for d in (root.parent, cache_root() / "archives") for p in d.iterdir()]
+    assert not [n for n in leftovers if "tmp" in n or n.endswith(".part")], leftovers
+
+
 def test_checksum_mismatch_is_refused_and_nothing_kept(isolated, monkeypatch):
     blob = _tar_gz({"p/data/img.nrrd": b"tampered"})
     (isolated / "seed" / "p-1.tar.gz").write_bytes(blob)

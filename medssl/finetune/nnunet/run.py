@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import os
@@ -52,7 +53,9 @@ from medssl.finetune.nnunet.plans import check_normalisation, check_pretrained_f
 from medssl.io import (
     OWNER_MARKER,
     Deidentifier,
+    atomic_file,
     check_not_input,
+    load_tensors_file,
     read_volume,
     write_json,
     write_text,
@@ -237,12 +240,8 @@ def _load_weights(
         if isinstance(v, torch.Tensor)
     }
     meta = obj.get("medssl") or {}
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
+    with atomic_file(target, verify=lambda p: load_tensors_file(p, numpy_scalars=True)) as tmp:
         torch.save({"network_weights": weights, "medssl": meta}, tmp)
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return weights, meta
 
 
@@ -638,12 +637,13 @@ def _write_segs(
 
 def _write_dice(run_dir: Path, dice: dict[str, Any]) -> None:
     write_json(run_dir / "dice.json", dice)
-    with (run_dir / "dice.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["set", "case", "label", "dice"])
-        for part, block in dice.items():
-            for case, scores in block["cases"].items():
-                for name, value in scores.items():
-                    writer.writerow([part, case, name, f"{value:.4f}"])
-            for name, value in block["mean"].items():
-                writer.writerow([part, "MEAN", name, f"{value:.4f}"])
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["set", "case", "label", "dice"])
+    for part, block in dice.items():
+        for case, scores in block["cases"].items():
+            for name, value in scores.items():
+                writer.writerow([part, case, name, f"{value:.4f}"])
+        for name, value in block["mean"].items():
+            writer.writerow([part, "MEAN", name, f"{value:.4f}"])
+    write_text(run_dir / "dice.csv", table.getvalue())
