@@ -1,5 +1,7 @@
-"""Network builders: nnU-Net-compatible U-Nets built through dynamic_network_architectures."""
+"""Network builders (nnU-Net-compatible U-Nets built through dynamic_network_architectures)
+and the metadata a pretraining checkpoint records about its network."""
 
+from medssl.models.checkpoint_meta import CHECKPOINT_FORMAT, META_VERSION, PretrainMeta
 from medssl.models.unet import (
     PRESETS,
     build_network,
@@ -10,7 +12,10 @@ from medssl.models.unet import (
 )
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
+    "META_VERSION",
     "PRESETS",
+    "PretrainMeta",
     "build_network",
     "configuration_dict",
     "configuration_dim",

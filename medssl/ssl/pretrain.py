@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader
 
-from medssl import __version__
 from medssl.data.fetch import cache_root
 from medssl.data.patches import PatchDataset, StepBatchSampler
 from medssl.data.views import ViewDataset
@@ -32,6 +32,7 @@ from medssl.data.volumes import (
 )
 from medssl.errors import InputError
 from medssl.io import atomic_file, check_not_input, write_json, write_text
+from medssl.models.checkpoint_meta import PretrainMeta
 from medssl.models.unet import build_network, configuration_dict, load_plans
 from medssl.ssl.config import PretrainConfig, load_config
 from medssl.ssl.distributed import DistInfo, cleanup_distributed, setup_distributed
@@ -52,7 +53,6 @@ log = logging.getLogger("medssl.pretrain")
 
 METHODS = ("mae", "s3d", "contrastive", "graphmatch")
 Method = Literal["mae", "s3d", "contrastive", "graphmatch"]
-CHECKPOINT_FORMAT = "medssl-pretrain/1"
 
 
 def _patch_size(cfg: PretrainConfig, plans: dict, method: str = "mae") -> list[int]:
@@ -90,16 +90,14 @@ def _patch_size(cfg: PretrainConfig, plans: dict, method: str = "mae") -> list[i
     return patch
 
 
-def _base_meta(method: str, cfg: PretrainConfig, plans: dict) -> dict[str, Any]:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "medssl_version": __version__,
-        "method": method,
-        "plans": plans,
-        "configuration": cfg.model.configuration,
-        "input_channels": 1,
-        "network_prefix": "network.",
-    }
+def _base_meta(method: str, cfg: PretrainConfig, plans: dict) -> PretrainMeta:
+    return PretrainMeta(
+        method=method,
+        plans=plans,
+        configuration=cfg.model.configuration,
+        input_channels=1,
+        network_prefix="network.",
+    )
 
 
 def _network(cfg: PretrainConfig, plans: dict, output_channels: int = 1) -> Any:
@@ -115,7 +113,7 @@ def _network(cfg: PretrainConfig, plans: dict, output_channels: int = 1) -> Any:
 
 def build_objective(
     method: Method, cfg: PretrainConfig, plans: dict
-) -> tuple[MAEObjective, dict[str, Any]]:
+) -> tuple[MAEObjective, PretrainMeta]:
     """The MAE network and method of a recipe, plus what the checkpoint records about them."""
     if method not in ("mae", "s3d"):
         raise InputError(f"build_objective builds mae or s3d, not {method!r}")
@@ -128,11 +126,11 @@ def build_objective(
             block_size=cfg.mae.block_size,
             mask_ratio=cfg.mae.mask_ratio,
         )
-    meta = {
-        **_base_meta(method, cfg, plans),
-        "network_prefix": MAEObjective.network_prefix,
-        "mask": cfg.mae.model_dump(),
-    }
+    meta = replace(
+        _base_meta(method, cfg, plans),
+        network_prefix=MAEObjective.network_prefix,
+        settings={"mask": cfg.mae.model_dump()},
+    )
     return MAEObjective(mae), meta
 
 
@@ -317,7 +315,7 @@ class _Stage:
         objective: torch.nn.Module,
         dataset: Any,
         steps: int,
-        meta: dict[str, Any],
+        meta: PretrainMeta,
     ) -> None:
         self.name, self.folder, self.objective = name, folder, objective
         self.dataset, self.steps, self.meta = dataset, steps, meta
@@ -348,11 +346,12 @@ def _stages(
 ) -> list[_Stage]:
     t = cfg.train
     dims = len(patch)
-    base = {**_base_meta(method, cfg, plans), "patch_size": patch, "preprocessing": prep.to_dict()}
-    base["data_volumes"] = len(vols)
+    recorded = {"patch_size": tuple(patch), "preprocessing": prep.to_dict()}
+    recorded["data_volumes"] = len(vols)
+    base = replace(_base_meta(method, cfg, plans), **recorded)
     if method in ("mae", "s3d"):
         objective, meta = build_objective(method, cfg, plans)
-        meta = {**base, **meta}
+        meta = replace(meta, **recorded)
         augment = ssl_augmentation(AugmentConfig(**cfg.data.augment.model_dump()), dims)
         dataset = PatchDataset(
             vols, patch, seed=t.seed, foreground_prob=cfg.data.foreground_prob, transform=augment
@@ -389,8 +388,13 @@ def _stages(
             transform=_view_transform(cfg, dims, aligned=False),
             jitter=cfg.views.jitter,
         )
-        g_meta = {**base, "stage": "global", "strategy": g_strategy, "contrastive": c.model_dump()}
-        g_meta["pretrained_keys"] = g.trained_keys()
+        g_meta = replace(
+            base,
+            stage="global",
+            strategy=g_strategy,
+            settings={"contrastive": c.model_dump()},
+            pretrained_keys=tuple(g.trained_keys()),
+        )
         stages = [_Stage("global", run / "stage1_global", g, g_data, t.steps, g_meta)]
         if c.local_steps > 0:
             with torch.random.fork_rng(devices=[]):
@@ -413,8 +417,12 @@ def _stages(
                 jitter=cfg.views.jitter,
                 aligned=True,
             )
-            l_meta = {**g_meta, "stage": "local", "strategy": [g_strategy, l_strategy]}
-            l_meta["pretrained_keys"] = loc.trained_keys()
+            l_meta = replace(
+                g_meta,
+                stage="local",
+                strategy=(g_strategy, l_strategy),
+                pretrained_keys=tuple(loc.trained_keys()),
+            )
             stages.append(_Stage("local", run / "stage2_local", loc, l_data, c.local_steps, l_meta))
         return stages
     from medssl.ssl.graphmatch.method import GraphMatchObjective
@@ -432,7 +440,11 @@ def _stages(
         transform=_view_transform(cfg, dims, aligned=True),
         jitter=cfg.views.jitter,
     )
-    meta = {**base, "graphmatch": gm.model_dump(), "pretrained_keys": objective.trained_keys()}
+    meta = replace(
+        base,
+        settings={"graphmatch": gm.model_dump()},
+        pretrained_keys=tuple(objective.trained_keys()),
+    )
     return [_Stage("graphmatch", run, objective, data, t.steps, meta)]
 
 
@@ -531,7 +543,7 @@ def _copy(src: Path, dst: Path) -> None:
 def _load_network(stage: _Stage, checkpoint: Path) -> None:
     """Give ``stage``'s network the weights of a finished stage (they share the network)."""
     model = load_checkpoint(checkpoint)["model"]
-    prefix = stage.meta.get("network_prefix", "network.")
+    prefix = stage.meta.network_prefix
     state = {k[len(prefix) :]: v for k, v in model.items() if k.startswith(prefix)}
     stage.objective.network.load_state_dict(state)  # type: ignore[union-attr]
 
@@ -601,7 +613,7 @@ def _fit_stage(
         stage.folder,
         dist_info=info,
         resume=resume,
-        metadata=stage.meta,
+        metadata=stage.meta.to_dict(),
         validate=validate,
         stop_after=stop_after,
         verbose=verbose,

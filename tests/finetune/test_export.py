@@ -94,3 +94,31 @@ def test_a_checkpoint_for_another_architecture_names_the_key_and_shapes():
     assert problems
     assert "encoder.stem.convs.0.conv.weight" in problems[0]
     assert "(8, 1, 3, 3, 3)" in problems[0] and "(16, 1, 3, 3, 3)" in problems[0]
+
+
+def test_a_checkpoint_written_before_metadata_versions_exports(tmp_path):
+    # a contrastive objective's state (network + projection head) with the metadata of the
+    # writer before versions, without "network_prefix": the writer's "network." is assumed
+    # (the export used to assume "", took the head's keys and refused the checkpoint)
+    network = build_network("tiny", seed=3).state_dict()
+    model = {"network." + k: v for k, v in network.items()}
+    model["head.0.weight"] = torch.zeros(4, 8)
+    meta = {
+        "format": "medssl-pretrain/1",
+        "method": "contrastive",
+        "plans": preset_plans("tiny"),
+        "configuration": "3d_fullres",
+        "patch_size": [32, 32, 32],
+    }
+    torch.save({"model": model, "medssl": meta, "step": 5}, tmp_path / "old.pt")
+    weights, record = read_export(export_nnunet(tmp_path / "old.pt", tmp_path / "w.pth"))
+    assert record["method"] == "contrastive" and record["step"] == 5
+    assert all(torch.equal(weights[k], v) for k, v in network.items())
+
+
+def test_a_checkpoint_of_a_newer_metadata_version_is_refused(tmp_path):
+    meta = {"format": "medssl-pretrain/1", "version": 99, "plans": preset_plans("tiny")}
+    torch.save({"model": {}, "medssl": {**meta, "configuration": "3d_fullres"}}, tmp_path / "n.pt")
+    with pytest.raises(InputError, match="version 99"):
+        export_nnunet(tmp_path / "n.pt", tmp_path / "w.pth")
+    assert not (tmp_path / "w.pth").exists()

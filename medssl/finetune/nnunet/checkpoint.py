@@ -20,6 +20,7 @@ from torch import nn
 from medssl import __version__
 from medssl.errors import InputError
 from medssl.io import atomic_file, check_not_input, load_tensors_file
+from medssl.models.checkpoint_meta import PretrainMeta
 from medssl.models.unet import build_network
 
 __all__ = ["EXPORT_FORMAT", "check_weights_fit", "export_nnunet", "read_export"]
@@ -73,30 +74,25 @@ def export_nnunet(checkpoint: str | Path, output: str | Path, *, overwrite: bool
         ``output``.
 
     Raises:
-        InputError: Not a medssl pretraining checkpoint, or its weights do not fit the
-            network its plans build (names the key and shapes).
+        InputError: Not a medssl pretraining checkpoint, its metadata is of a version this
+            medssl does not read (:class:`~medssl.models.checkpoint_meta.PretrainMeta`), or
+            its weights do not fit the network its plans build (names the key and shapes).
     """
     src, out = Path(checkpoint), Path(output)
     if out.exists() and not overwrite:
         raise InputError("output exists", path=out, hint="pass --overwrite or choose another file")
     check_not_input(out, [src])
     ckpt = _load(src)
-    meta = ckpt.get("medssl") or {}
-    if "model" not in ckpt or "plans" not in meta:
-        raise InputError(
-            "not a medssl pretraining checkpoint (no model or plans inside)",
-            path=src,
-            hint="export a checkpoint_final.pt or checkpoint_latest.pt written by medssl pretrain",
-        )
-    prefix = meta.get("network_prefix", "")
+    meta = PretrainMeta.from_checkpoint(ckpt, path=src)
+    prefix = meta.network_prefix
     weights = {k[len(prefix) :]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
     # a fresh plain network from the same plans: nnU-Net's seeded initialisation for anything
     # the method did not train, and a strict check that nothing else is in the weights
     network = build_network(
-        meta["plans"],
-        meta["configuration"],
-        input_channels=int(meta.get("input_channels", 1)),
-        output_channels=int(meta.get("input_channels", 1)),
+        meta.plans,
+        meta.configuration,
+        input_channels=meta.input_channels,
+        output_channels=meta.input_channels,
         deep_supervision=False,
         seed=0,
     )
@@ -114,18 +110,18 @@ def export_nnunet(checkpoint: str | Path, output: str | Path, *, overwrite: bool
     record = {
         "format": EXPORT_FORMAT,
         "medssl_version": __version__,
-        "method": meta.get("method"),
+        "method": meta.method,
         "step": int(ckpt.get("step", 0)),
-        "plans": meta["plans"],
-        "configuration": meta["configuration"],
-        "patch_size": meta.get("patch_size"),
-        "preprocessing": meta.get("preprocessing"),
-        "input_channels": int(meta.get("input_channels", 1)),
+        "plans": meta.plans,
+        "configuration": meta.configuration,
+        "patch_size": None if meta.patch_size is None else list(meta.patch_size),
+        "preprocessing": meta.preprocessing,
+        "input_channels": meta.input_channels,
         # methods that train part of the network (contrastive: the encoder and the first
         # decoder blocks) list those keys; the rest keeps nnU-Net's seeded initialisation. The
         # MAE reconstruction head is trained, but nnU-Net re-initialises every output layer.
         "pretrained_keys": sorted(
-            k for k in meta.get("pretrained_keys") or state if k in state and k not in frozen
+            k for k in meta.pretrained_keys or state if k in state and k not in frozen
         ),
         "source_checkpoint": src.name,
     }
