@@ -29,6 +29,7 @@ from medssl.denoise.filter2noise.intensity import AIR_HU, HU_PER_UNIT, hu_to_net
 from medssl.denoise.filter2noise.loss import dog_kernel
 from medssl.denoise.filter2noise.model import Filter2Noise, SigmaEdit, build_model
 from medssl.denoise.filter2noise.predictors import coord_grid
+from medssl.denoise.filter2noise.sampling import decorrelated_views, pad_to_even, whitening_gain
 from medssl.denoise.noise_model import NoiseModel, estimate_noise_model
 from medssl.io import Volume
 
@@ -175,6 +176,29 @@ def dog_noise_std(noise: NoiseModel, kernel: Tensor) -> float:
     return float(np.sqrt((power * gain).mean()))
 
 
+#: Reflect padding (pixels) of the whitened views' FFTs.
+VIEW_PAD = 16
+
+
+def training_views(
+    images: list[Tensor], noise: NoiseModel, max_gain: float
+) -> list[tuple[Tensor, Tensor]]:
+    """Each fitting image's two decorrelated training views (whitened by ``noise``'s NPS).
+
+    Shape:
+        images: each ``(1, 1, [D,] H, W)``; views ``(1, 1, [D,] H', W')`` with ``H'`` half
+        the even-padded H.
+    """
+    out = []
+    for img in images:
+        even, _ = pad_to_even(img)
+        H, W = even.shape[-2:]
+        psd = torch.from_numpy(noise.psd((H + 2 * VIEW_PAD, W + 2 * VIEW_PAD)))
+        gain = whitening_gain(psd, max_gain).to(img.device)
+        out.append(decorrelated_views(even, gain, VIEW_PAD))
+    return out
+
+
 def fit_denoiser(
     volume: Volume,
     config: F2NConfig | None = None,
@@ -204,6 +228,7 @@ def fit_denoiser(
     images, coords = _fit_inputs(net, cfg)
     noise = estimate_noise_std(images)
     edge_noise: float | None = None
+    views = None
     meta: dict[str, Any] = {}
     if cfg.fit.noise_estimate == "nps":
         nm = estimate_noise_model(volume.array, volume.spacing[1:])  # as the quality report
@@ -215,6 +240,8 @@ def fit_denoiser(
             # kernel, 1/e radius under 0.75 px) keeps the published edge target
             share = min(max((nm.correlation_length_px - 0.75) / 0.75, 0.0), 1.0)
             edge_noise = share * dog_noise_std(nm, dog_kernel(*cfg.fit.dog)) / units
+            if cfg.fit.views == "whitened":
+                views = training_views(images, nm, cfg.fit.whiten_max_gain)
         meta["noise_model"] = nm.to_dict()
     model = build_model(cfg.model)
     if cfg.model.head == "bounded":
@@ -232,6 +259,7 @@ def fit_denoiser(
         seed=seed,
         progress=progress,
         edge_noise_std=edge_noise,
+        views=None if views is None else [(a.to(device), b.to(device)) for a, b in views],
     )
     noise_hu = noise * float(scale.mean())
     return FittedDenoiser(model, cfg, noise_hu, report, meta=meta)

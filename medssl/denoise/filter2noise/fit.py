@@ -66,13 +66,19 @@ def estimate_noise_std(images: Sequence[Tensor]) -> float:
     return robust_std(torch.cat(diffs), torch.cat(masks))
 
 
+Views = tuple[Tensor, Tensor]
+
+
 def _crops(
     images: Sequence[Tensor],
     coords: Sequence[Tensor | None],
     cfg: FitConfig,
     gen: torch.Generator,
-) -> tuple[Tensor, Tensor | None]:
-    """A batch of equal-sized crops (even in-plane size) and their coordinates."""
+    views: Sequence[Views] | None = None,
+) -> tuple[Tensor, Tensor | None, Views | None]:
+    """A batch of equal-sized crops (even in-plane size), their coordinates and, with
+    ``views`` (each image's two half-resolution training views, made once from the whole
+    image), the views' matching crops (the crops then start at even pixels)."""
     nd = images[0].dim() - 2
     min_hw = min(min(int(i.shape[-2]), int(i.shape[-1])) for i in images)
     size = min(cfg.crop, min_hw) if cfg.crop > 0 else min_hw
@@ -84,24 +90,30 @@ def _crops(
         c = coords[idx]
         if c is not None:
             c, _ = pad_to_even(c)
-        return img, c
+        return img, c, (None if views is None else views[idx])
     depth = min(cfg.crop_depth, min(int(i.shape[2]) for i in images)) if nd == 3 else 0
-    ys, cs = [], []
+    step = 1 if views is None else 2
+    ys, cs, v1s, v2s = [], [], [], []
     for _ in range(cfg.batch):
         idx = int(torch.randint(len(images), (1,), generator=gen))
         img, c = images[idx], coords[idx]
         H, W = int(img.shape[-2]), int(img.shape[-1])
-        y0 = int(torch.randint(H - size + 1, (1,), generator=gen))
-        x0 = int(torch.randint(W - size + 1, (1,), generator=gen))
+        y0 = int(torch.randint((H - size) // step + 1, (1,), generator=gen)) * step
+        x0 = int(torch.randint((W - size) // step + 1, (1,), generator=gen)) * step
         sl = [slice(None), slice(None)]
         if nd == 3:
             z0 = int(torch.randint(int(img.shape[2]) - depth + 1, (1,), generator=gen))
             sl.append(slice(z0, z0 + depth))
+        half = [*sl, slice(y0 // 2, (y0 + size) // 2), slice(x0 // 2, (x0 + size) // 2)]
         sl += [slice(y0, y0 + size), slice(x0, x0 + size)]
         ys.append(img[tuple(sl)])
         if c is not None:
             cs.append(c[tuple(sl)])
-    return torch.cat(ys), (torch.cat(cs) if cs else None)
+        if views is not None:
+            v1s.append(views[idx][0][tuple(half)])
+            v2s.append(views[idx][1][tuple(half)])
+    crop_views = (torch.cat(v1s), torch.cat(v2s)) if views is not None else None
+    return torch.cat(ys), (torch.cat(cs) if cs else None), crop_views
 
 
 def fit_model(
@@ -113,6 +125,7 @@ def fit_model(
     seed: int = 0,
     progress: Callable[[int, int, float], None] | None = None,
     edge_noise_std: float | None = None,
+    views: Sequence[Views] | None = None,
 ) -> FitReport:
     """Fit ``model`` to noisy images (network units) in place.
 
@@ -125,6 +138,10 @@ def fit_model(
         progress: Called as ``progress(step, steps, loss)`` after each step.
         edge_noise_std: The noise's share of the DoG response (network units), e.g. from the
             noise model's NPS; default: the response's robust std in the tissue.
+        views: Per image, its two training views (``(1, 1, [D,] H', W')`` each, half the
+            even-padded size), e.g. from
+            :func:`~medssl.denoise.filter2noise.sampling.decorrelated_views`; default: the
+            pixel-pair split of each crop.
     """
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
@@ -142,7 +159,7 @@ def fit_model(
     report = FitReport()
     model.train()
     for step in range(cfg.steps):
-        y, c = _crops(images, coords, cfg, gen)
+        y, c, v = _crops(images, coords, cfg, gen, views)
         parts = filter2noise_loss(
             lambda x, cc: model(x, cc),
             y,
@@ -152,6 +169,7 @@ def fit_model(
             shuffle=cfg.shuffle,
             noise_floor=floor,
             batch_views=model.filters_items_independently,
+            views=v,
         )
         opt.zero_grad()
         parts.total.backward()

@@ -73,6 +73,7 @@ def filter2noise_loss(
     shuffle: bool = True,
     noise_floor: float = 0.0,
     batch_views: bool = False,
+    views: tuple[Tensor, Tensor] | None = None,
 ) -> LossParts:
     """Evaluate the Filter2Noise loss on one batch.
 
@@ -89,8 +90,10 @@ def filter2noise_loss(
             the same result up to float rounding when the denoiser treats batch items
             independently (not the published head, whose kernel radius follows the batch's
             largest sigma).
+        views: The two training views of ``y`` (``(B, 1, [D,] H/2, W/2)`` each), e.g.
+            decorrelated ones; default: ``pair_downsample(y)``.
     """
-    g1y, g2y = pair_downsample(y)
+    g1y, g2y = pair_downsample(y) if views is None else views
     c_ds = None
     if coords is not None:
         c1, c2 = pair_downsample(coords)

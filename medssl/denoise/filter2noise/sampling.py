@@ -1,6 +1,15 @@
-"""The training views of Filter2Noise: pixel-pair downsampling and the local shuffle.
+"""The training views of Filter2Noise: pixel-pair downsampling, the local shuffle, and
+medssl's decorrelated views for correlated noise.
 
 Sun et al., "Filter2Noise: Interpretable and Zero-Shot Low-Dose CT Image Denoising" (2025).
+
+The pixel-pair split assumes noise that is independent from one pixel to the next: the two
+views ``g1``/``g2`` then carry independent noise and their consistency terms cannot be met by
+keeping it. CT noise is correlated over several pixels (the reconstruction kernel), so the two
+views share noise and the fit takes it for structure. :func:`decorrelated_views` whitens the
+image by the scan's noise power spectrum before the split (the two views of white noise are
+independent) and colours each view back, so that below half the Nyquist frequency a view
+holds the same anatomy as the plain split, with independent noise of the scan's texture.
 """
 
 from __future__ import annotations
@@ -9,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["local_shuffle", "pad_to_even", "pair_downsample"]
+__all__ = [
+    "decorrelated_views",
+    "local_shuffle",
+    "pad_to_even",
+    "pair_downsample",
+    "whitening_gain",
+]
 
 # The six pairs of a 2x2 block (positions 0 = top-left, 1 = top-right, 2 = bottom-left,
 # 3 = bottom-right) and the permutation that swaps each.
@@ -75,3 +90,64 @@ def local_shuffle(x: Tensor) -> Tensor:
     shuffled = blocks.gather(-1, perm)
     shuffled = shuffled.reshape(*x.shape[:-2], H // 2, W // 2, 2, 2).transpose(-3, -2)
     return shuffled.reshape(x.shape)
+
+
+def whitening_gain(psd: Tensor, max_gain: float) -> Tensor:
+    """The amplitude gain that whitens noise of power spectrum ``psd``, capped at ``max_gain``.
+
+    ``W(f) = min(max_gain, sqrt(mean(P) / P(f)))``: white noise keeps its level, frequencies
+    where the noise is weak (the high frequencies of a smooth kernel) are raised at most
+    ``max_gain`` times (anatomy there is raised alike and folds into the views).
+
+    Shape:
+        psd: ``(H, W)``, numpy/torch FFT order, any positive scale; output the same.
+    """
+    p = psd.double().clamp(min=0)
+    floor = float(p.mean()) / max_gain**2
+    return (p.mean() / p.clamp(min=max(floor, 1e-30))).sqrt().float()
+
+
+def _low_band(gain: Tensor, h: int, w: int) -> Tensor:
+    """The gain at the frequencies of a half-resolution grid ``(h, w)``: the full grid's
+    frequencies below half the Nyquist frequency, in FFT order."""
+    H, W = gain.shape
+    iy = (torch.fft.fftfreq(h) * h).round().long() % H
+    ix = (torch.fft.fftfreq(w) * w).round().long() % W
+    return gain[iy][:, ix]
+
+
+def decorrelated_views(y: Tensor, gain: Tensor, pad: int = 16) -> tuple[Tensor, Tensor]:
+    """The two pixel-pair views of ``y`` with the noise decorrelated between them.
+
+    ``y`` is whitened (its spectrum times ``gain``, see :func:`whitening_gain`), split by
+    :func:`pair_downsample`, and each half-resolution view is coloured back (divided by the
+    gain at its own frequencies). Below half the Nyquist frequency a view's anatomy is the
+    plain split's; its noise is the whitened noise's split, independent between the views.
+    Images are reflect-padded by ``pad`` pixels for the FFTs (no wrap-around at borders).
+
+    Shape:
+        y: ``(..., H, W)`` with even H and W; gain ``(H + 2 pad, W + 2 pad)``;
+        outputs ``(..., H / 2, W / 2)``.
+    """
+    if y.shape[-2] % 2 or y.shape[-1] % 2 or pad % 2:
+        raise ValueError(f"decorrelated_views needs even H, W and pad, got {tuple(y.shape)}")
+    H, W = y.shape[-2:]
+    if tuple(gain.shape) != (H + 2 * pad, W + 2 * pad):
+        raise ValueError(f"gain {tuple(gain.shape)} does not match {(H + 2 * pad, W + 2 * pad)}")
+    flat = y.reshape(-1, 1, H, W)
+    if pad:
+        mode = "reflect" if min(H, W) > pad else "replicate"
+        flat = F.pad(flat, (pad, pad, pad, pad), mode=mode)
+    white = torch.fft.irfft2(
+        torch.fft.rfft2(flat) * gain[:, : flat.shape[-1] // 2 + 1], s=flat.shape[-2:]
+    )
+    g1, g2 = pair_downsample(white)
+    h, w = g1.shape[-2:]
+    back = 1.0 / _low_band(gain, h, w)[:, : w // 2 + 1]
+    views = []
+    for g in (g1, g2):
+        v = torch.fft.irfft2(torch.fft.rfft2(g) * back, s=(h, w))
+        if pad:
+            v = v[..., pad // 2 : h - pad // 2, pad // 2 : w - pad // 2]
+        views.append(v.reshape(*y.shape[:-2], H // 2, W // 2).to(y.dtype))
+    return views[0], views[1]
