@@ -1,0 +1,124 @@
+"""The denoise settings model and the job record: one digest over the settings that change
+the output, option errors named by option, and job records of every version readable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from medssl.denoise.record import PREVIEWS, RECORD_VERSION, JobRecord
+from medssl.denoise.settings import (
+    OUTPUT_FIELDS,
+    PRESET_NAMES,
+    DenoiseSettings,
+    parse_settings,
+)
+from medssl.errors import InputError
+
+
+def test_the_preset_names_are_filter2noise_s():
+    from medssl.denoise.filter2noise import PRESETS
+
+    assert tuple(PRESETS) == PRESET_NAMES
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("preset", "global"),
+        ("mode", "3d"),
+        ("seed", 1),
+        ("steps", 7),
+        ("strength", 0.5),
+        ("roi", "0:1,0:5,0:5"),
+        ("replace_nonfinite", -1024.0),
+        ("deidentify", "shift"),
+    ],
+)
+def test_every_output_setting_changes_the_digest(field, value):
+    assert field in OUTPUT_FIELDS
+    base = DenoiseSettings()
+    assert base.model_copy(update={field: value}).digest() != base.digest()
+
+
+def test_format_device_and_threads_do_not_change_the_digest():
+    """The same pixels written as DICOM are the same series whether asked for as ``dicom``
+    or ``auto``; where and how fast a run computes changes nothing it writes."""
+    base = DenoiseSettings()
+    for update in ({"format": "dicom"}, {"format": "nifti"}, {"device": "cuda"}, {"threads": 3}):
+        assert base.model_copy(update=update).digest() == base.digest()
+    # the roi factor counts only with a roi
+    assert DenoiseSettings(roi_factor=0.0).digest() == base.digest()
+    with_roi = DenoiseSettings(roi="0:1,0:5,0:5")
+    assert with_roi.model_copy(update={"roi_factor": 0.0}).digest() != with_roi.digest()
+    assert base.resolved_format(True) == "dicom" and base.resolved_format(False) == "nifti"
+    assert DenoiseSettings(format="dicom").resolved_format(False) == "dicom"
+
+
+def test_settings_are_frozen_and_refuse_unknown_keys():
+    s = DenoiseSettings()
+    with pytest.raises(ValidationError, match="frozen"):
+        s.seed = 3  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="colour"):
+        DenoiseSettings(colour="blue")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"mode": "4d"}, "--mode must be 2d or 3d"),
+        ({"preset": "fast"}, "unknown preset 'fast'"),
+        ({"strength": -1.0}, "--strength must be >= 0"),
+        ({"roi_factor": -1.0}, "--roi-factor must be >= 0"),
+        ({"steps": 0}, "--steps must be >= 1"),
+        ({"threads": 0}, "--threads must be >= 1"),
+    ],
+)
+def test_parse_settings_names_the_option(values, needle):
+    with pytest.raises(InputError) as info:
+        parse_settings(**values)
+    assert needle in info.value.message
+
+
+def test_the_job_record_round_trips_and_reads_version_1_records(tmp_path):
+    settings = DenoiseSettings(steps=10, format="dicom")
+    record = JobRecord(
+        key="abc",
+        settings=settings.output_settings(),
+        digest=settings.digest(),
+        format="dicom",
+        output="denoised",
+        shape=[3, 40, 44],
+        noise_hu_before=30.0,
+        noise_hu_after=12.0,
+        quality={"noise_sd_before_hu": 30.0},
+        seconds=4.0,
+    )
+    data = json.loads(json.dumps(record.to_dict()))
+    assert data["version"] == RECORD_VERSION
+    assert JobRecord.from_dict(data) == record
+    # version 1: the CLI's batch wrote (preset, mode, seed, steps), the pipeline's also format
+    v1_cli = {
+        "key": "abc",
+        "settings": {"preset": "medssl", "mode": "2d", "seed": 0, "steps": 10},
+        "output": "denoised",
+        "shape": [3, 40, 44],
+        "noise_hu_before": 30.0,
+        "noise_hu_after": 12.0,
+        "seconds": 4.0,
+    }
+    v1_pipeline = {**v1_cli, "settings": {**v1_cli["settings"], "format": "dicom"}}
+    for old in (v1_cli, v1_pipeline):
+        read = JobRecord.from_dict(old)
+        assert read.version == 1 and read.done_with(settings.digest(), "dicom")
+        assert not read.done_with(settings.digest(), "nifti")
+        assert read.previews == PREVIEWS
+    nifti = JobRecord.from_dict({**v1_cli, "output": "denoised.nii.gz"})
+    assert nifti.format == "nifti"
+    # a record naming a preview outside its folder names nothing
+    (tmp_path / "job" / "preview").mkdir(parents=True)
+    (tmp_path / "outside.png").write_bytes(b"png")
+    odd = JobRecord.from_dict({**data, "previews": {"noisy": "../outside.png"}})
+    assert odd.preview(tmp_path / "job", "noisy") is None
