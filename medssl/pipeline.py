@@ -29,14 +29,15 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from medssl.denoise.settings import DenoiseSettings
+from medssl.errors import InputError
 from medssl.io import (
     Deidentifier,
-    InputError,
     check_not_input,
     claim_folder,
     clean_stale_temps,
@@ -60,15 +61,40 @@ class LoadStage(_Stage):
     input: list[str] = Field(min_length=1)
 
 
-class DenoiseStage(_Stage):
-    preset: Literal["medssl", "published", "global"] = "medssl"
-    mode: Literal["2d", "3d"] = "2d"
-    seed: int = 0
-    steps: int | None = Field(None, ge=1)
+class DenoiseStage(DenoiseSettings):
+    """Batch Filter2Noise: :class:`~medssl.denoise.settings.DenoiseSettings` (the keys
+    ``preset``, ``mode``, ``seed``, ``steps``, ``format`` (default ``dicom`` here),
+    ``threads``, ``device``) and ``shard``. The single-scan settings (``strength``, ``roi``,
+    ``roi_factor``, ``replace_nonfinite``) are not offered, and ``deidentify`` is the
+    pipeline's top-level one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: the keys of the stage (its record's digest is made from these, as before it embedded
+    #: the settings model)
+    KEYS: ClassVar[tuple[str, ...]] = (
+        "preset", "mode", "seed", "steps", "format", "threads", "device", "shard",
+    )  # fmt: skip
+
     format: Literal["dicom", "nifti", "auto"] = "dicom"
-    threads: int | None = Field(None, ge=1)
-    device: str = "cpu"
     shard: str | None = None
+
+    @model_validator(mode="after")
+    def _batch_keys_only(self) -> DenoiseStage:
+        extra = sorted(set(self.model_fields_set) - set(self.KEYS))
+        if extra:
+            raise ValueError(
+                f"{', '.join(extra)}: not a key of the denoise stage (single-scan settings are "
+                "not offered; deidentify is the pipeline's top-level key)"
+            )
+        return self
+
+    def settings(self, deidentify: DeidentifySpec | None) -> DenoiseSettings:
+        """The run's :class:`DenoiseSettings` (the pipeline's date rule when it
+        de-identifies)."""
+        values = self.model_dump(include=set(DenoiseSettings.model_fields))
+        values["deidentify"] = deidentify.dates if deidentify is not None else None
+        return DenoiseSettings(**values)
 
 
 class PretrainStage(_Stage):
@@ -302,7 +328,9 @@ def check_pipeline(path: str | Path) -> PipelineSpec:
 
 
 def _digest(config: BaseModel, deidentify: DeidentifySpec | None) -> str:
-    text = config.model_dump_json() + (deidentify.dates if deidentify else "")
+    keys = getattr(config, "KEYS", None)  # a stage embedding a settings model: its own keys
+    text = config.model_dump_json(include=set(keys) if keys else None)
+    text += deidentify.dates if deidentify else ""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -361,40 +389,26 @@ def _stage_load(spec: PipelineSpec, out: Path, done: dict) -> dict:
 
 
 def _stage_denoise(spec: PipelineSpec, out: Path, done: dict) -> dict:
-    from medssl.denoise.batch import parse_shard, run_batch
+    from medssl.denoise.batch import SkippedSeries, parse_shard, run_batch
+    from medssl.denoise.record import JobRecord
 
     cfg = spec.stages.denoise
     assert cfg is not None
-    settings = {
-        "preset": cfg.preset,
-        "mode": cfg.mode,
-        "seed": cfg.seed,
-        "steps": cfg.steps,
-        "format": cfg.format,
-    }
+    settings = cfg.settings(spec.deidentify)
     deid = _deidentifier(spec)
-    if deid is not None:
-        settings["deidentify"] = deid.dates
     shard = parse_shard(cfg.shard) if cfg.shard else None
-    records, skipped = [], []
+    records: list[JobRecord] = []
+    skipped: list[SkippedSeries] = []
     for source in done["load"]["outputs"]["inputs"]:
-        result = run_batch(
-            source,
-            out,
-            settings,
-            shard=shard,
-            device=cfg.device,
-            threads=cfg.threads,
-            deidentify=deid,
-        )
+        result = run_batch(source, out, settings, shard=shard, deidentify=deid)
         records += result.done
         skipped += result.skipped
     for s in skipped:
-        log.warning("series %s skipped: %s", s["key"], s["reason"])
+        log.warning("series %s skipped: %s", s.key, s.reason)
     return {
         "folder": str(out),
-        "studies": sorted(r["key"] for r in records),
-        "skipped": sorted(s["key"] for s in skipped),
+        "studies": sorted(r.key for r in records),
+        "skipped": sorted(s.key for s in skipped),
     }
 
 

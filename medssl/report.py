@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medssl import __version__
+from medssl.denoise.record import JobRecord
 from medssl.io.atomic import atomic_file
 
 __all__ = ["denoise_section", "finetune_section", "pretrain_section", "write_report"]
@@ -116,42 +117,42 @@ def denoise_section(job_dirs: Sequence[Path]) -> str:
     measures: noise SD, NPS mean frequency and edge width before and after, and the NPS.
 
     Args:
-        job_dirs: Output folders of :func:`medssl.denoise.batch.run_batch` (with ``job.json``
-            and ``preview/``).
+        job_dirs: Output folders of :func:`medssl.denoise.batch.run_batch`: their
+            :class:`~medssl.denoise.record.JobRecord` (any version) and the previews it names.
     """
     parts = ["<h2>Denoising (Filter2Noise)</h2>"]
     rows = []
     for job in job_dirs:
-        rec = json.loads((job / "job.json").read_text())
-        prev = job / "preview"
-        quality = rec.get("quality") if isinstance(rec.get("quality"), dict) else {}
+        rec = JobRecord.read(job)
+        quality = rec.quality or {}
         figures = "".join(
-            f"<figure>{_img(prev / f'{name}.png')}<figcaption>{caption}</figcaption></figure>"
+            f"<figure>{_img(path)}<figcaption>{caption}</figcaption></figure>"
             for name, caption in (
                 ("noisy", "input (middle slice, W 400 L 40)"),
                 ("denoised", "denoised"),
                 ("sigma_r", "range sigma map, last stage"),
             )
-            if (prev / f"{name}.png").is_file()
+            if (path := rec.preview(job, name)) is not None
         )
         measures = (
             f'<div class="row"><div>{_quality_table(quality)}</div>{_nps_plot(quality)}</div>'
             if quality
             else ""
         )
+        key = html.escape(rec.key)
+        before, after = _num(rec.noise_hu_before, ".1f"), _num(rec.noise_hu_after, ".1f")
         parts.append(
-            f'<div class="study"><h3>study {html.escape(rec["key"])}</h3>'
+            f'<div class="study"><h3>study {key}</h3>'
             f'<div class="row">{figures}</div>'
-            f"<p>noise estimate {rec['noise_hu_before']:.1f} HU &rarr; "
-            f"{rec['noise_hu_after']:.1f} HU; {rec['seconds']:.0f} s</p>{measures}</div>"
+            f"<p>noise estimate {before} HU &rarr; {after} HU; "
+            f"{_num(rec.seconds, '.0f')} s</p>{measures}</div>"
         )
         rows.append(
-            f"<tr><td>{html.escape(rec['key'])}</td><td>{rec['noise_hu_before']:.1f}</td>"
-            f"<td>{rec['noise_hu_after']:.1f}</td>"
+            f"<tr><td>{key}</td><td>{before}</td><td>{after}</td>"
             f"<td>{_sd_change(quality)}</td>"
             f"<td>{_change(quality.get('nps_mean_frequency_shift'))}</td>"
             f"<td>{_change(quality.get('edge_width_growth'))}</td>"
-            f"<td>{rec['seconds']:.0f}</td></tr>"
+            f"<td>{_num(rec.seconds, '.0f')}</td></tr>"
         )
     table = (
         "<table><tr><th>study</th><th>noise before (HU)</th><th>noise after (HU)</th>"

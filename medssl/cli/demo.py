@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import typer
@@ -31,7 +28,8 @@ def demo(
     maps; 3. measures the effect on one slice with a simulated quarter dose against its
     noiseless reference, and writes a comparison figure.
     """
-    from medssl.cli.denoise import denoise
+    from medssl.cli.denoise import denoise_and_print
+    from medssl.denoise.settings import DenoiseSettings
 
     t0 = time.perf_counter()
     out.rule("1. fetch the lung1 chest CT sample")
@@ -45,9 +43,10 @@ def demo(
     out.rule("2. medssl denoise lung1 (fit on the scan, apply to every slice)")
     nifti = output / "lung1_denoised.nii.gz"
     out.print(f"medssl denoise {src} -o {nifti} --sigma-maps {output / 'sigma_maps'}")
-    options = {**_defaults(denoise), "overwrite": True}
-    options.update(src=src, output=nifti, sigma_maps=output / "sigma_maps")
-    denoise(**options)
+    # the library entry point with the command's defaults and console account
+    denoise_and_print(
+        src, nifti, DenoiseSettings(), sigma_maps=output / "sigma_maps", overwrite=True
+    )
     dicom_dir = output / "lung1_denoised_dicom"
     denoised = read_volume(nifti)
     write_volume(
@@ -120,16 +119,6 @@ def _pretrain_taste(output: Path) -> None:
         f"pretrained tensors into the network it builds from the plans (3 classes, deep "
         f"supervision); loss after 10 steps {result.last_loss:.3f}"
     )
-
-
-def _defaults(command: Callable[..., None]) -> dict[str, Any]:
-    """The defaults of a command's options, as the CLI would fill them (so that calling the
-    command from Python stays right when options are added)."""
-    values = {}
-    for name, param in inspect.signature(command).parameters.items():
-        default = param.default
-        values[name] = getattr(default, "default", default)  # typer's OptionInfo
-    return values
 
 
 def _quarter_dose_check(volume: Volume, output: Path, z: int = 24) -> None:

@@ -5,8 +5,10 @@ SeriesInstanceUID, and NIfTI/NRRD/MHA files), in a stable order. Each job writes
 ``OUTDIR/<job key>/`` where the key is a hash of the SeriesInstanceUID (of the file path
 relative to the input folder for non-DICOM files), never patient data. A job is one series in,
 one folder out: written into a temporary folder and renamed when complete, with ``job.json``
-recording the settings and results. Re-running skips jobs whose output exists with the same
-settings, so a killed run resumes where it stopped; ``shard=(i, n)`` runs the jobs whose key
+(a :class:`~medssl.denoise.record.JobRecord`) recording the settings and results. Each job goes
+through :func:`medssl.denoise.run.denoise_file`. Re-running skips jobs whose record has the
+same settings digest (:meth:`~medssl.denoise.settings.DenoiseSettings.digest`) and output
+format, whichever command or pipeline wrote it, so a killed run resumes where it stopped; ``shard=(i, n)`` runs the jobs whose key
 hashes to ``i`` modulo ``n``, so ``n`` scheduler tasks (a Slurm job array) split a folder with
 no coordination and together write exactly what one run writes.
 
@@ -28,16 +30,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from medssl.data.volumes import DEFAULT_EXCLUDE, _excluded, _is_volume_file
+from medssl.data.volumes import volume_files
+from medssl.denoise.record import JOB_RECORD, PREVIEWS, JobRecord
+from medssl.denoise.settings import DenoiseSettings
+from medssl.errors import InputError, MedsslError
 from medssl.io import (
     OWNER_MARKER,
     Deidentifier,
-    InputError,
-    MedsslError,
     atomic_dir,
     check_not_input,
     claim_folder,
@@ -45,16 +47,15 @@ from medssl.io import (
     find_series,
     is_dicom_file,
     list_files,
-    read_volume,
-    require_finite,
     write_json,
-    write_volume,
 )
 
 __all__ = [
     "BatchResult",
     "DenoiseJob",
+    "SkippedSeries",
     "batch_input_root",
+    "denoise_job",
     "find_jobs",
     "parse_shard",
     "run_batch",
@@ -62,7 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-JOB_RECORD = "job.json"
 SKIPPED_FOLDER = "skipped"
 
 
@@ -111,10 +111,9 @@ def find_jobs(folder: str | Path, *, deidentify: Deidentifier | None = None) -> 
         parent = Path(os.path.commonpath([str(f.parent) for f in s.files]))
         k = key("uid:", s.uid)
         jobs[k] = DenoiseJob(k, str(parent), s.key)
-    for p in list_files(root):
-        if _is_volume_file(p) and not _excluded(p, DEFAULT_EXCLUDE):
-            k = key("file:", p.relative_to(root).as_posix())
-            jobs[k] = DenoiseJob(k, str(p), None)
+    for p in volume_files(list_files(root)):  # image files, without label maps and masks
+        k = key("file:", p.relative_to(root).as_posix())
+        jobs[k] = DenoiseJob(k, str(p), None)
     if not jobs:
         raise InputError(
             "no image series found", path=root, hint="give a folder holding DICOM series or images"
@@ -142,130 +141,118 @@ def shard_jobs(jobs: list[DenoiseJob], shard: tuple[int, int] | None) -> list[De
     return [j for j in jobs if int(j.key, 16) % n == i]
 
 
-def _done(out: Path, settings: dict[str, Any]) -> bool:
-    record = out / JOB_RECORD
-    if not record.is_file():
-        return False
+def _done(out: Path, digest: str, fmt: str) -> JobRecord | None:
+    """The record of a job finished with these output settings and format, else ``None``."""
     try:
-        return json.loads(record.read_text()).get("settings") == settings
-    except (OSError, json.JSONDecodeError):
-        return False
+        record = JobRecord.read(out)
+    except (OSError, ValueError):
+        return None
+    return record if record.done_with(digest, fmt) else None
 
 
 def _png(image01: np.ndarray, path: Path) -> None:
     """An 8-bit grey PNG of values in [0, 1]."""
     from PIL import Image
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((np.clip(image01, 0, 1) * 255).astype(np.uint8)).save(path)
 
 
 def denoise_job(
     job: DenoiseJob,
     out: Path,
-    settings: dict[str, Any],
+    settings: DenoiseSettings,
     *,
-    device: str = "cpu",
-    threads: int | None = None,
     deidentify: Deidentifier | None = None,
-) -> dict[str, Any]:
-    """Denoise one series into ``out`` (atomically); returns its record."""
-    import torch
-
-    from medssl.denoise.filter2noise import apply_denoiser, fit_denoiser, preset, save_sigma_maps
+) -> JobRecord:
+    """Denoise one series into ``out`` (atomically) through
+    :func:`medssl.denoise.run.denoise_file`; returns its record."""
     from medssl.denoise.metrics import SOFT_TISSUE_WINDOW, window
     from medssl.denoise.noise import noise_std_hu
-    from medssl.denoise.physics import quality_report
+    from medssl.denoise.run import denoise_file
 
     t0 = time.perf_counter()
-    volume = read_volume(job.path, series=job.series)
-    require_finite(volume, hint="fix the image, or denoise it alone with --replace-nonfinite")
-    if volume.modality not in ("CT", "OT") or not volume.looks_like_ct():
-        raise InputError(
-            f"not a CT in Hounsfield units (modality {volume.modality})",
-            hint="batch denoising takes CT series only; move other series out of the folder",
-        )
-    config = preset(settings["preset"])
-    if settings.get("mode") == "3d":
-        config = config.with_model(nd=3)
-    if settings.get("steps"):
-        config = config.with_fit(steps=int(settings["steps"]), scale_steps=False)
-    if threads:
-        torch.set_num_threads(threads)
-    denoiser = fit_denoiser(volume, config, seed=int(settings["seed"]), device=device)
-    result, maps = apply_denoiser(denoiser, volume, device=device)
-    fmt = settings.get("format", "auto")
-    dicom = fmt == "dicom" or (fmt == "auto" and job.series is not None)
-    name = "denoised" if dicom else "denoised.nii.gz"
+    fmt = settings.resolved_format(job.series is not None)
+    name = "denoised" if fmt == "dicom" else "denoised.nii.gz"
     # one job belongs to one shard: its folder is written by one process; the folder and
     # everything in it appear together (an older output with other settings is replaced)
     with atomic_dir(out, overwrite=True) as tmp:
         (tmp / OWNER_MARKER).write_text('{"made_by": "medssl", "kind": "batch-job"}\n')
-        write_volume(
-            result,
+        done = denoise_file(
+            job.path,
             tmp / name,
-            settings={"method": "filter2noise", **settings},
-            derivation=f"Filter2Noise denoising by medssl ({config.name})",
-            modality="CT",
-            deidentify=deidentify,
+            settings.model_copy(update={"format": fmt}),
+            series=job.series,
+            sigma_maps=tmp / "sigma_maps",
+            deidentifier=deidentify,
+            nonfinite_hint="fix the image, or denoise it alone with --replace-nonfinite",
+            ct_hint="batch denoising takes CT series only; move other series out of the folder",
         )
-        save_sigma_maps(
-            maps,
-            volume,
-            tmp / "sigma_maps",
-            guides=denoiser.model.guide_sigmas,
-            noise_model=denoiser.meta.get("noise_model"),
-        )
+        volume, result, maps = done.volume, done.result, done.sigma_maps
         mid = volume.shape[0] // 2
-        previews = tmp / "preview"
-        previews.mkdir()
-        _png(window(volume.array[mid], SOFT_TISSUE_WINDOW), previews / "noisy.png")
-        _png(window(result.array[mid], SOFT_TISSUE_WINDOW), previews / "denoised.png")
         sigma_r = maps[-1][mid, -1]
         span = max(float(sigma_r.max() - sigma_r.min()), 1e-6)
-        _png((sigma_r - sigma_r.min()) / span, previews / "sigma_r.png")
-        record = {
-            "key": job.key,
-            "settings": settings,
-            "output": name,
-            "shape": list(volume.shape),
-            "noise_hu_before": round(noise_std_hu(volume.array), 2),
-            "noise_hu_after": round(noise_std_hu(result.array), 2),
-            # noise SD, NPS and edge width in the same patches and edges of input and output
-            "quality": quality_report(
-                volume.array, result.array, (volume.spacing[1], volume.spacing[2])
-            ).to_dict(),
-            "seconds": round(time.perf_counter() - t0, 1),
+        images = {
+            "noisy": window(volume.array[mid], SOFT_TISSUE_WINDOW),
+            "denoised": window(result.array[mid], SOFT_TISSUE_WINDOW),
+            "sigma_r": (sigma_r - sigma_r.min()) / span,
         }
-        (tmp / JOB_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        for preview, rel in PREVIEWS.items():
+            _png(images[preview], tmp / rel)
+        record = JobRecord(
+            key=job.key,
+            settings=settings.output_settings(),
+            digest=settings.digest(),
+            format=fmt,
+            output=name,
+            shape=list(volume.shape),
+            noise_hu_before=round(noise_std_hu(volume.array), 2),
+            noise_hu_after=round(noise_std_hu(result.array), 2),
+            # noise SD, NPS and edge width in the same patches and edges of input and output
+            quality=done.quality,
+            seconds=round(time.perf_counter() - t0, 1),
+        )
+        (tmp / JOB_RECORD).write_text(json.dumps(record.to_dict(), indent=2) + "\n")
     return record
+
+
+@dataclass(frozen=True)
+class SkippedSeries:
+    """A series the batch could not denoise (recorded in ``OUTDIR/skipped/<key>.json``):
+    its job ``key``, its ``input`` relative to the batch's folder and the ``reason``."""
+
+    key: str
+    input: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"key": self.key, "input": self.input, "reason": self.reason}
 
 
 @dataclass
 class BatchResult:
     """What a batch run did: ``done`` holds the records of the finished series (run now or
-    before), ``skipped`` one ``{"key", "input", "reason"}`` per series that was skipped."""
+    before), ``skipped`` the series that could not be denoised."""
 
-    done: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    done: list[JobRecord] = field(default_factory=list)
+    skipped: list[SkippedSeries] = field(default_factory=list)
 
 
-def _skip(out_root: Path, job: DenoiseJob, root: Path, reason: str) -> dict[str, Any]:
+def _skip(out_root: Path, job: DenoiseJob, root: Path, reason: str) -> SkippedSeries:
     where = Path(job.path)
     rel = where.relative_to(root).as_posix() if root in where.parents else where.name
-    record = {"key": job.key, "input": rel or ".", "reason": reason}
-    write_json(out_root / SKIPPED_FOLDER / f"{job.key}.json", record)
-    return record
+    skipped = SkippedSeries(job.key, rel or ".", reason)
+    write_json(out_root / SKIPPED_FOLDER / f"{job.key}.json", skipped.to_dict())
+    return skipped
 
 
 def run_batch(
     folder: str | Path,
     outdir: str | Path,
-    settings: dict[str, Any],
+    settings: DenoiseSettings,
     *,
     shard: tuple[int, int] | None = None,
-    device: str = "cpu",
-    threads: int | None = None,
-    progress: Callable[[str, DenoiseJob, dict | None], None] | None = None,
+    progress: Callable[[str, DenoiseJob, JobRecord | SkippedSeries], None] | None = None,
     deidentify: Deidentifier | None = None,
 ) -> BatchResult:
     """Denoise every series of ``folder`` (or of one shard) into ``outdir/<key>/``.
@@ -274,23 +261,28 @@ def run_batch(
         folder: Input folder (read only), or one image file, or a DICOM file (its folder's
             series).
         outdir: Output folder: new, empty, or made by medssl; jobs already there with the
-            same settings are skipped.
-        settings: ``preset``, ``seed``, ``mode``, ``steps`` (they enter the derived UIDs and
-            ``job.json``).
+            same output settings (:meth:`DenoiseSettings.digest`) and output format are
+            skipped, whichever command wrote them.
+        settings: What to do; ``format`` chooses the output per series, ``device`` and
+            ``threads`` where it runs.
         shard: ``(i, n)`` to run one of ``n`` disjoint parts.
-        device: Torch device.
-        threads: CPU threads per process.
-        progress: Called with ``("skip"|"done"|"failed", job, record)``.
+        progress: Called with ``("skip"|"done", job, record)`` or ``("failed", job,
+            skipped)``.
         deidentify: Write DICOM outputs under the PS3.15 Basic Profile (and name the job
-            folders by salted hashes); ``settings`` should say so (``"deidentify"``).
+            folders by salted hashes); ``settings.deidentify`` must name its date rule.
 
     Returns:
         The records of this shard's finished series (skipped ones read back from
-        ``job.json``) and of the series that could not be denoised, with the reason.
+        ``job.json``) and the series that could not be denoised, with the reason.
 
     Raises:
-        InputError: The output overlaps the input, or is a folder medssl did not make.
+        InputError: The output overlaps the input, or is a folder medssl did not make; no
+            CUDA device for ``settings.device``.
     """
+    from medssl.denoise.run import check_deidentifier, check_runtime
+
+    check_deidentifier(settings, deidentify)
+    check_runtime(settings)
     root = batch_input_root(folder)
     check_not_input(outdir, [root])
     jobs = shard_jobs(find_jobs(folder, deidentify=deidentify), shard)
@@ -298,10 +290,12 @@ def run_batch(
     for stale in clean_stale_temps(out_root):
         log.info("removed %s, left by a killed run", stale.name)
     result = BatchResult()
+    digest = settings.digest()
     for job in jobs:
         out = out_root / job.key
-        if _done(out, settings):
-            record = json.loads((out / JOB_RECORD).read_text())
+        fmt = settings.resolved_format(job.series is not None)
+        record = _done(out, digest, fmt)
+        if record is not None:
             log.info("series %s: done before, skipped", job.key)
             if progress:
                 progress("skip", job, record)
@@ -309,9 +303,7 @@ def run_batch(
             continue
         log.info("series %s: denoising", job.key)
         try:
-            record = denoise_job(
-                job, out, settings, device=device, threads=threads, deidentify=deidentify
-            )
+            record = denoise_job(job, out, settings, deidentify=deidentify)
         except (MedsslError, RuntimeError, ValueError, OSError, MemoryError) as exc:
             reason = exc.message if isinstance(exc, MedsslError) else type(exc).__name__
             failed = _skip(out_root, job, root, reason)
@@ -324,9 +316,9 @@ def run_batch(
         log.info(
             "series %s: noise %.1f -> %.1f HU in %.0f s",
             job.key,
-            record["noise_hu_before"],
-            record["noise_hu_after"],
-            record["seconds"],
+            record.noise_hu_before,
+            record.noise_hu_after,
+            record.seconds,
         )
         if progress:
             progress("done", job, record)
