@@ -19,13 +19,7 @@ import medssl
 ROOT = Path(medssl.__file__).resolve().parent
 
 # (file relative to medssl/, imported module, name): private imports tolerated for now.
-ALLOWED_PRIVATE = {
-    # denoise/batch.py discovers files with data.volumes' private helpers; data.volumes now
-    # offers volume_files / is_volume_file / is_excluded. The owner of denoise/batch.py
-    # switches to those and removes these two entries and the aliases in data/volumes.py.
-    ("denoise/batch.py", "medssl.data.volumes", "_excluded"),
-    ("denoise/batch.py", "medssl.data.volumes", "_is_volume_file"),
-}
+ALLOWED_PRIVATE: set[tuple[str, str, str]] = set()
 
 
 def _private(part: str) -> bool:

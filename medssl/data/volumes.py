@@ -107,12 +107,6 @@ def volume_files(paths: Iterable[Path], exclude: Iterable[str] = DEFAULT_EXCLUDE
     return [p for p in paths if p.is_file() and is_volume_file(p) and not is_excluded(p, patterns)]
 
 
-# Private names kept for medssl.denoise.batch until it uses the public ones above (its owner
-# removes these two lines and the allow-list entry in tests/test_architecture.py).
-_is_volume_file = is_volume_file
-_excluded = is_excluded
-
-
 def discover_volumes(
     source: str | Path | Sequence[str | Path], exclude: Iterable[str] = DEFAULT_EXCLUDE
 ) -> list[VolumeRef]:
