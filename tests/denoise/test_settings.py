@@ -3,6 +3,7 @@ the output, option errors named by option, and job records of every version read
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -122,3 +123,22 @@ def test_the_job_record_round_trips_and_reads_version_1_records(tmp_path):
     (tmp_path / "outside.png").write_bytes(b"png")
     odd = JobRecord.from_dict({**data, "previews": {"noisy": "../outside.png"}})
     assert odd.preview(tmp_path / "job", "noisy") is None
+
+
+def test_the_pipeline_stage_embeds_the_settings_and_keeps_its_record_digest():
+    """The stage's keys are the settings' batch keys plus ``shard``; its ``pipeline.json``
+    digest is made from the same text as before it embedded the settings model (a pipeline
+    finished before does not start its denoise stage afresh), and the settings it hands on
+    have the digest of the same options given to ``medssl denoise --batch``."""
+    from medssl.pipeline import DeidentifySpec, DenoiseStage, _digest
+
+    stage = DenoiseStage(steps=10, threads=1)
+    before = '{"preset":"medssl","mode":"2d","seed":0,"steps":10,"format":"dicom","threads":1,'
+    before += '"device":"cpu","shard":null}'
+    assert _digest(stage, None) == hashlib.sha256(before.encode()).hexdigest()[:16]
+    cli = parse_settings(steps=10, threads=1, deidentify="remove")
+    assert stage.settings(DeidentifySpec(dates="remove")).digest() == cli.digest()
+    with pytest.raises(ValidationError, match="strength: not a key of the denoise stage"):
+        DenoiseStage(strength=0.5)
+    with pytest.raises(ValidationError, match="deidentify: not a key"):
+        DenoiseStage(deidentify="shift")
