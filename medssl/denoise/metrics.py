@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from medssl.transforms.windows import FULL, SOFT_TISSUE, window
+
 __all__ = ["FULL_WINDOW", "SOFT_TISSUE_WINDOW", "psnr", "ssim", "window"]
 
-FULL_WINDOW = (-1000.0, 1000.0)
-SOFT_TISSUE_WINDOW = (-160.0, 240.0)
-
-
-def window(hu: np.ndarray, lo_hi: tuple[float, float] = FULL_WINDOW) -> np.ndarray:
-    """Clip HU to the window and map it linearly to [0, 1]."""
-    lo, hi = lo_hi
-    return (np.clip(np.asarray(hu, dtype=np.float64), lo, hi) - lo) / (hi - lo)
+#: The named windows of :mod:`medssl.transforms.windows`, as ``(low, high)`` HU.
+FULL_WINDOW = (FULL.low, FULL.high)
+SOFT_TISSUE_WINDOW = (SOFT_TISSUE.low, SOFT_TISSUE.high)
 
 
 def psnr(pred: np.ndarray, ref: np.ndarray, lo_hi: tuple[float, float] = FULL_WINDOW) -> float:

@@ -80,7 +80,8 @@ def load_denoiser(path: str | Path, *, device: str | torch.device = "cpu") -> Fi
     Raises:
         InputError: The file is refused, unreadable, or not a medssl Filter2Noise model.
     """
-    from medssl.io import InputError, load_tensors_file
+    from medssl.errors import InputError
+    from medssl.io import load_tensors_file
 
     hint = "pass a .pt file written by `medssl denoise --save-model`"
     payload = load_tensors_file(path, hint=hint)  # tensors and plain values only: no code runs

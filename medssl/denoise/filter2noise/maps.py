@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from medssl.io import OWNER_MARKER, Volume, atomic_dir, atomic_file, write_volume
+from medssl.transforms.windows import SOFT_TISSUE
 
 __all__ = ["save_sigma_maps"]
 
@@ -26,10 +27,10 @@ def _overlay_png(image: np.ndarray, maps: list[tuple[str, np.ndarray]], path: Pa
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(maps) + 1, figsize=(4 * (len(maps) + 1), 4.4))
-    axes[0].imshow(image, cmap="gray", vmin=-160, vmax=240)
-    axes[0].set_title("input (W400/L40)")
+    axes[0].imshow(image, cmap="gray", vmin=SOFT_TISSUE.low, vmax=SOFT_TISSUE.high)
+    axes[0].set_title(f"input ({SOFT_TISSUE.label()})")
     for ax, (title, m) in zip(axes[1:], maps, strict=True):
-        ax.imshow(image, cmap="gray", vmin=-160, vmax=240)
+        ax.imshow(image, cmap="gray", vmin=SOFT_TISSUE.low, vmax=SOFT_TISSUE.high)
         im = ax.imshow(m, cmap="magma", alpha=0.65)
         ax.set_title(title)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medssl.io import InputError, Volume, read_volume
+from medssl.errors import InputError
+from medssl.io import Volume, read_volume
 
 __all__ = ["parse_roi"]
 
