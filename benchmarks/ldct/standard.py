@@ -173,6 +173,55 @@ def cmd_standard_report(args: argparse.Namespace) -> None:
     print(f"\nmedssl: {'; '.join(sorted(sources))}")
 
 
+NPS_FIGURE = HERE / "nps.png"
+
+
+def cmd_nps_figure(args: argparse.Namespace) -> None:
+    """``nps.png``: per standard-dose scan, the radial NPS of the input and of medssl's output
+    (seed 0 of ``--out``), measured in the same homogeneous patches, with the NPS mean
+    frequencies: an over-smoothed output moves its NPS to low frequencies."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {r["scan"]: r for r in _load_rows(args.out) if r["seed"] == 0 and r.get("nps_radial")}
+    names = [n for n in STANDARD_SCANS if n in rows]
+    if not names:
+        raise SystemExit(f"no rows with an NPS in {args.out}: run `bench.py standard` first")
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        r = rows[name]
+        nps = r["nps_radial"]
+        f = np.asarray(nps["frequency_per_mm"])
+        for key, label, colour in (
+            ("before_hu2_mm2", "input", "tab:gray"),
+            ("after_hu2_mm2", "medssl (default)", "tab:blue"),
+        ):
+            ax.semilogy(f[1:], np.asarray(nps[key])[1:], color=colour, label=label)
+        for key, colour in (
+            ("nps_mean_frequency_before_per_mm", "tab:gray"),
+            ("nps_mean_frequency_after_per_mm", "tab:blue"),
+        ):
+            ax.axvline(r[key], color=colour, ls="--", lw=0.8)
+        ax.set_title(
+            f"{name}: SD {r['noise_sd_before_hu']:.1f} → {r['noise_sd_after_hu']:.1f} HU, "
+            f"mean f {100 * r['nps_mean_frequency_shift']:+.0f} %",
+            fontsize=9,
+        )
+        ax.set_xlabel("spatial frequency (cycles/mm)")
+        ax.set_ylabel("NPS (HU² mm²)")
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        "Real standard-dose scans: noise power spectrum before and after (dashed: mean "
+        "frequency), seed 0",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(args.figure, dpi=90)
+    print(f"wrote {args.figure}")
+
+
 def add_standard_commands(sub: argparse._SubParsersAction) -> None:
     """The ``standard`` and ``standard-report`` subcommands of ``bench.py``."""
     std = sub.add_parser("standard", help="Real standard-dose scans, no reference.")
@@ -182,3 +231,6 @@ def add_standard_commands(sub: argparse._SubParsersAction) -> None:
     std.add_argument("--out", type=Path, default=STANDARD_FILE)
     rep = sub.add_parser("standard-report", help="The standard-dose table (stdout).")
     rep.add_argument("--out", type=Path, default=STANDARD_FILE, help="The rows to tabulate.")
+    fig = sub.add_parser("nps-figure", help="nps.png: the NPS before and after per scan.")
+    fig.add_argument("--out", type=Path, default=STANDARD_FILE, help="The rows to plot.")
+    fig.add_argument("--figure", type=Path, default=NPS_FIGURE)
