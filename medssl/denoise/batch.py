@@ -8,9 +8,10 @@ one folder out: written into a temporary folder and renamed when complete, with 
 (a :class:`~medssl.denoise.record.JobRecord`) recording the settings and results. Each job goes
 through :func:`medssl.denoise.run.denoise_file`. Re-running skips jobs whose record has the
 same settings digest (:meth:`~medssl.denoise.settings.DenoiseSettings.digest`) and output
-format, whichever command or pipeline wrote it, so a killed run resumes where it stopped; ``shard=(i, n)`` runs the jobs whose key
-hashes to ``i`` modulo ``n``, so ``n`` scheduler tasks (a Slurm job array) split a folder with
-no coordination and together write exactly what one run writes.
+format, whichever command or pipeline wrote it, so a killed run resumes where it stopped;
+``shard=(i, n)`` runs the jobs whose key hashes to ``i`` modulo ``n``, so ``n`` scheduler tasks
+(a Slurm job array) split a folder with no coordination and together write exactly what one
+run writes.
 
 A series that cannot be denoised (not a CT, unreadable, a failing fit) does not stop the
 batch: it is skipped, recorded in ``OUTDIR/skipped/<key>.json`` with the reason and listed in
@@ -167,9 +168,9 @@ def denoise_job(
 ) -> JobRecord:
     """Denoise one series into ``out`` (atomically) through
     :func:`medssl.denoise.run.denoise_file`; returns its record."""
-    from medssl.denoise.metrics import SOFT_TISSUE_WINDOW, window
     from medssl.denoise.noise import noise_std_hu
     from medssl.denoise.run import denoise_file
+    from medssl.transforms.windows import SOFT_TISSUE, window
 
     t0 = time.perf_counter()
     fmt = settings.resolved_format(job.series is not None)
@@ -193,8 +194,8 @@ def denoise_job(
         sigma_r = maps[-1][mid, -1]
         span = max(float(sigma_r.max() - sigma_r.min()), 1e-6)
         images = {
-            "noisy": window(volume.array[mid], SOFT_TISSUE_WINDOW),
-            "denoised": window(result.array[mid], SOFT_TISSUE_WINDOW),
+            "noisy": window(volume.array[mid], SOFT_TISSUE),
+            "denoised": window(result.array[mid], SOFT_TISSUE),
             "sigma_r": (sigma_r - sigma_r.min()) / span,
         }
         for preview, rel in PREVIEWS.items():
