@@ -139,3 +139,19 @@ def test_several_series_need_series_option(medssl, tmp_path):
     assert r.code == 2 and "--series" in r.output
     r = medssl("denoise", tmp_path / "both", "-o", tmp_path / "o.nii.gz", "--series", "1", *FAST)
     assert r.code == 0, r.output
+
+
+def test_a_saved_model_enters_the_derived_uids(medssl, ct_dicom, tmp_path):
+    """Two different saved models applied to one series give two derived series (the UIDs
+    were made from the command's options only, so both got the same SeriesInstanceUID)."""
+    uids = []
+    for seed in (0, 1):
+        model = tmp_path / f"m{seed}.pt"
+        r = medssl("denoise", ct_dicom, "-o", tmp_path / f"fit{seed}.nii.gz", "--seed", seed,
+                   "--save-model", model, *FAST)  # fmt: skip
+        assert r.code == 0, r.output
+        r = medssl("denoise", ct_dicom, "-o", tmp_path / f"app{seed}", "--model", model, *FAST)
+        assert r.code == 0, r.output
+        first = sorted((tmp_path / f"app{seed}").glob("*.dcm"))[0]
+        uids.append(pydicom.dcmread(first, stop_before_pixels=True).SeriesInstanceUID)
+    assert uids[0] != uids[1]
