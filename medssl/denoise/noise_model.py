@@ -35,6 +35,7 @@ from scipy import ndimage
 __all__ = [
     "NoiseModel",
     "estimate_noise_model",
+    "fbp_low_band_sd",
     "homogeneous_patches",
     "noise_only",
     "soft_tissue_mask",
@@ -377,3 +378,32 @@ def estimate_noise_model(
         patches=int(tiles.shape[0]),
         patch=p,
     )
+
+
+#: Below this frequency (cycles/pixel) :func:`fbp_low_band_sd` caps the NPS by the ramp law.
+FBP_LOW_BAND = 0.1875
+
+
+def fbp_low_band_sd(model: NoiseModel, f_ref: float = FBP_LOW_BAND) -> float:
+    """The noise SD (HU) of ``model`` with its low frequencies held to what filtered back
+    projection can produce.
+
+    The NPS of FBP noise rises from zero like ``|f|`` (the ramp filter; the kernel's
+    apodisation is close to 1 at low frequencies), while anatomical texture that passes for
+    noise in small or standard-dose images adds power that grows towards zero frequency.
+    Below ``f_ref`` the NPS is capped at ``|f| * NPS(f_ref) / f_ref`` (its mean on the ring
+    at ``f_ref``). Texture-free FBP noise loses almost nothing (white noise about 2 % of its
+    SD); noise that is not FBP-like (Gaussian-filtered white noise, most power at zero
+    frequency) loses much more: use it as a guard against texture, not as the estimate.
+    """
+    if model.patches == 0 or model.sd_hu <= 0:
+        return 0.0
+    p = model.patch
+    power = model.nps / (model.pixel_mm[0] * model.pixel_mm[1])  # HU² per bin
+    f = np.hypot(np.fft.fftfreq(p)[:, None], np.fft.fftfreq(p)[None, :])
+    ring = np.abs(f - f_ref) <= 0.5 / p
+    slope = float((power[ring] / f[ring]).mean())
+    low = f < f_ref
+    capped = power.copy()
+    capped[low] = np.minimum(power[low], slope * f[low])
+    return math.sqrt(max(float(capped.mean()), 0.0))

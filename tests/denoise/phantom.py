@@ -27,3 +27,21 @@ def phantom(
     if fov_padding:
         noisy[:, ((yy - y / 2) ** 2 + (xx - x / 2) ** 2) > (0.5 * min(y, x)) ** 2] = -2000.0
     return Volume(noisy.astype(np.float32), spacing=(2.0, 0.7, 0.7), modality="CT"), clean
+
+
+def fbp_nps(shape: tuple[int, int], cutoff: float = 0.75) -> np.ndarray:
+    """The NPS shape of filtered-back-projection noise with a Hann-apodised ramp,
+    ``|f| * hann(f / cutoff)^2`` (``f`` radial, cycles/pixel; FFT order)."""
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.fftfreq(shape[1])[None, :]
+    f = np.hypot(fy, fx)
+    hann = np.where(f < cutoff, 0.5 + 0.5 * np.cos(np.pi * f / cutoff), 0.0)
+    return f * hann**2
+
+
+def fbp_noise(shape: tuple[int, int], sd: float, seed: int, cutoff: float = 0.75) -> np.ndarray:
+    """Stationary noise of :func:`fbp_nps`'s spectrum scaled to ``sd`` (this draw's SD):
+    the correlated noise a smooth reconstruction kernel gives (lower ``cutoff``: smoother)."""
+    rng = np.random.default_rng(seed)
+    n = np.fft.ifft2(np.fft.fft2(rng.normal(size=shape)) * np.sqrt(fbp_nps(shape, cutoff))).real
+    return n * (sd / n.std())

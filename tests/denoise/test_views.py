@@ -14,22 +14,7 @@ from medssl.denoise.filter2noise.sampling import (
     whitening_gain,
 )
 from medssl.denoise.noise_model import estimate_noise_model, soft_tissue_mask
-
-
-def _fbp_like_nps(shape: tuple[int, int], cutoff: float = 0.75) -> np.ndarray:
-    """The NPS of FBP noise with a Hann-apodised ramp: ``|f| * hann(f)^2`` (FFT order)."""
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.fftfreq(shape[1])[None, :]
-    f = np.hypot(fy, fx)
-    hann = np.where(f < cutoff, 0.5 + 0.5 * np.cos(np.pi * f / cutoff), 0.0)
-    return f * hann**2
-
-
-def _noise(shape: tuple[int, int], sd: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    amp = np.sqrt(_fbp_like_nps(shape))
-    n = np.fft.ifft2(np.fft.fft2(rng.normal(size=shape)) * amp).real
-    return n * (sd / n.std())
+from tests.denoise.phantom import fbp_noise, fbp_nps
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor, mask: np.ndarray | None = None) -> float:
@@ -41,10 +26,10 @@ def _corr(a: torch.Tensor, b: torch.Tensor, mask: np.ndarray | None = None) -> f
 
 def test_the_pair_split_of_correlated_noise_shares_noise_and_the_whitened_split_does_not():
     n = 256
-    noise = torch.from_numpy(_noise((n, n), 40.0, 0)).float()[None, None]
+    noise = torch.from_numpy(fbp_noise((n, n), 40.0, 0)).float()[None, None]
     plain = pair_downsample(noise)
     assert _corr(*plain) > 0.4  # the published split: the views share half their noise
-    psd = torch.from_numpy(_fbp_like_nps((n + 2 * VIEW_PAD,) * 2))
+    psd = torch.from_numpy(fbp_nps((n + 2 * VIEW_PAD,) * 2))
     views = decorrelated_views(noise, whitening_gain(psd, 8.0), VIEW_PAD)
     assert abs(_corr(*views)) < 0.1
     assert views[0].shape == plain[0].shape
@@ -57,7 +42,7 @@ def test_the_whitened_views_keep_the_anatomy_of_the_plain_split():
     yy, xx = np.mgrid[:n, :n].astype(np.float64)
     smooth = 100.0 * np.exp(-((yy - 60) ** 2 + (xx - 70) ** 2) / (2 * 12.0**2))
     img = torch.from_numpy(smooth).float()[None, None]
-    psd = torch.from_numpy(_fbp_like_nps((n + 2 * VIEW_PAD,) * 2))
+    psd = torch.from_numpy(fbp_nps((n + 2 * VIEW_PAD,) * 2))
     got = decorrelated_views(img, whitening_gain(psd, 4.0), VIEW_PAD)
     want = pair_downsample(img)
     for g, w in zip(got, want, strict=True):
@@ -77,7 +62,7 @@ def test_views_from_the_scans_own_noise_model_are_decorrelated():
     clean = np.where(body, 40.0, -1000.0)
     clean[((yy - n / 2) ** 2 + (xx - 0.35 * n) ** 2) < (0.1 * n) ** 2] = 400.0
     clean[((yy - n / 2) ** 2 + (xx - 0.65 * n) ** 2) < (0.1 * n) ** 2] = -800.0
-    noise = _noise((n, n), 40.0, 1)
+    noise = fbp_noise((n, n), 40.0, 1)
     img = np.maximum(np.rint(clean + noise), -1024.0)
     img[np.hypot(yy - n / 2, xx - n / 2) > 0.5 * n] = -3024.0
     model = estimate_noise_model(img.astype(np.float32), (0.7, 0.7))
@@ -119,7 +104,7 @@ def test_a_fit_with_whitened_views_runs_and_denoises():
     yy, xx = np.mgrid[:n, :n]
     body = ((yy - n / 2) / (0.45 * n)) ** 2 + ((xx - n / 2) / (0.45 * n)) ** 2 < 1
     clean = np.where(body, 40.0, -1000.0)
-    noisy = np.maximum(np.rint(clean + _noise((n, n), 40.0, 2)), -1024.0).astype(np.float32)
+    noisy = np.maximum(np.rint(clean + fbp_noise((n, n), 40.0, 2)), -1024.0).astype(np.float32)
     cfg = preset("medssl").with_fit(views="whitened", steps=20)
     out = denoise_volume(Volume(noisy[None], spacing=(1.0, 0.7, 0.7)), cfg, seed=0)
     inside = soft_tissue_mask(clean)

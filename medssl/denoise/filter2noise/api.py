@@ -30,7 +30,7 @@ from medssl.denoise.filter2noise.loss import dog_kernel
 from medssl.denoise.filter2noise.model import Filter2Noise, SigmaEdit, build_model
 from medssl.denoise.filter2noise.predictors import coord_grid
 from medssl.denoise.filter2noise.sampling import decorrelated_views, pad_to_even, whitening_gain
-from medssl.denoise.noise_model import NoiseModel, estimate_noise_model
+from medssl.denoise.noise_model import NoiseModel, estimate_noise_model, fbp_low_band_sd
 from medssl.io import Volume
 
 __all__ = ["DenoiseResult", "FittedDenoiser", "denoise_volume", "fit_denoiser", "load_denoiser"]
@@ -159,6 +159,11 @@ def z_bound(cfg: F2NConfig, spacing: tuple[float, float, float]) -> float:
 
 #: A noise model measured on fewer homogeneous patches is not used (tiny images).
 MIN_NOISE_PATCHES = 4
+#: The texture guard (``FitConfig.texture_guard``) applies where the noise model had to
+#: measure patches this small or smaller (slices under 256 px, or little homogeneous tissue):
+#: on larger patches of large slices the texture stays below the noise, and the guard's ramp
+#: law, in cycles per pixel, would misread a smooth kernel on small pixels.
+TEXTURE_GUARD_MAX_PATCH = 16
 
 
 def dog_noise_std(noise: NoiseModel, kernel: Tensor) -> float:
@@ -236,11 +241,17 @@ def fit_denoiser(
         units = float(scale.mean())  # HU per network unit
         edge_noise = 0.0  # no noise model measured: the published edge target
         if nm.patches >= MIN_NOISE_PATCHES and nm.sd_hu > 0:  # else: the pixel-pair level
-            noise = nm.sd_hu / units
+            level = nm.sd_hu
+            if cfg.fit.texture_guard > 0 and nm.patch <= TEXTURE_GUARD_MAX_PATCH:
+                # few homogeneous regions (small slices): texture may pass for noise
+                level = min(level, cfg.fit.texture_guard * fbp_low_band_sd(nm))
+            noise = level / units
             # the floor grows with the noise's correlation: white-like noise (a sharp
             # kernel, 1/e radius under 0.75 px) keeps the published edge target
             share = min(max((nm.correlation_length_px - 0.75) / 0.75, 0.0), 1.0)
-            edge_noise = share * dog_noise_std(nm, dog_kernel(*cfg.fit.dog)) / units
+            dog_noise = dog_noise_std(nm, dog_kernel(*cfg.fit.dog)) * level / nm.sd_hu
+            edge_noise = share * dog_noise / units
+            meta["noise_level_hu"] = round(level, 3)
             if cfg.fit.views == "whitened":
                 views = training_views(images, nm, cfg.fit.whiten_max_gain)
         meta["noise_model"] = nm.to_dict()
