@@ -28,6 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from medssl.denoise.settings import DenoiseSettings
 from medssl.errors import InputError
+from medssl.finetune.settings import FinetuneSettings
 from medssl.io import (
     Deidentifier,
     check_not_input,
@@ -44,6 +46,7 @@ from medssl.io import (
     remove_owned,
     write_json,
 )
+from medssl.ssl.settings import PretrainSettings
 
 __all__ = ["STAGES", "PipelineSpec", "check_pipeline", "load_pipeline", "run_pipeline"]
 
@@ -98,27 +101,109 @@ class DenoiseStage(DenoiseSettings):
 
 
 class PretrainStage(_Stage):
+    """``medssl pretrain``'s settings as keys: ``method`` (the registered methods; a test
+    checks this list against :mod:`medssl.ssl.registry`), ``config`` (a recipe file) and
+    ``steps`` (replaces ``train.steps``)."""
+
     method: Literal["mae", "s3d", "contrastive", "graphmatch"] = "s3d"
     config: str | None = None
     steps: int | None = Field(None, ge=1)
+
+    def settings(self) -> PretrainSettings:
+        """The run's :class:`~medssl.ssl.settings.PretrainSettings` (the recipe loaded)."""
+        return PretrainSettings.from_options(self.method, self.config, self.steps)
 
 
 class ExportStage(_Stage):
     pass
 
 
-class FinetuneStage(_Stage):
-    data: list[str] | None = None
-    labels: list[str] = Field(min_length=1)
-    scratch: bool = False
-    trainer: str = "nnUNetTrainer_medssl"
-    folds: list[int] = [0]
-    epochs: int | None = Field(None, ge=1)
-    iterations: int | None = Field(None, ge=1)
-    seed: int = 0
-    splits: str | None = None
-    label_names: list[str] | None = None
-    device: str = "auto"
+class FinetuneStage(FinetuneSettings):
+    """nnU-Net fine-tuning: :class:`~medssl.finetune.settings.FinetuneSettings`, except
+    ``pretrained`` (the export stage's weights), ``deidentify`` (the pipeline's top-level
+    key), ``test_data``/``test_labels`` (the predict stage) and ``dataset_name``. ``data``
+    defaults to the load stage's inputs; ``data``, ``labels`` and ``splits`` may name
+    ``sample:NAME[/FILE]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: the stage's keys before it embedded the settings model, in the order its record hashes
+    #: them: an old pipeline file keeps its digest (and its finished fine-tuning)
+    BASE_KEYS: ClassVar[tuple[str, ...]] = (
+        "data", "labels", "scratch", "trainer", "folds", "epochs", "iterations", "seed",
+        "splits", "label_names", "device",
+    )  # fmt: skip
+    #: the keys offered since: they enter the digest when the file sets them
+    MORE_KEYS: ClassVar[tuple[str, ...]] = (
+        "modality", "spacing", "val_iterations", "lr", "warmup", "dataset_id",
+    )  # fmt: skip
+
+    data: tuple[str, ...] | None = None  # type: ignore[assignment]
+    labels: tuple[str, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _stage_keys_only(self) -> FinetuneStage:
+        extra = sorted(set(self.model_fields_set) - {*self.BASE_KEYS, *self.MORE_KEYS})
+        if extra:
+            raise ValueError(
+                f"{', '.join(extra)}: not a key of the finetune stage (pretrained comes from "
+                "the export stage, test images go to the predict stage, deidentify is the "
+                "pipeline's top-level key)"
+            )
+        return self
+
+    @property
+    def KEYS(self) -> tuple[str, ...]:  # noqa: N802 (read by _digest like DenoiseStage.KEYS)
+        """The keys the stage's record digest is made from: :attr:`BASE_KEYS` and those of
+        :attr:`MORE_KEYS` the file sets."""
+        return (*self.BASE_KEYS, *(k for k in self.MORE_KEYS if k in self.model_fields_set))
+
+    def settings(
+        self,
+        data: list[Path],
+        labels: list[Path],
+        pretrained: str | None,
+        deidentify: DeidentifySpec | None,
+    ) -> FinetuneSettings:
+        """The run's :class:`FinetuneSettings`: ``data``/``labels`` resolved (samples fetched),
+        the export stage's weights, the pipeline's date rule when it de-identifies."""
+        values = self.model_dump(include=set(FinetuneSettings.model_fields))
+        values.update(
+            data=[str(p.resolve()) for p in data],
+            labels=[str(p.resolve()) for p in labels],
+            splits=str(_resolve(self.splits).resolve()) if self.splits else None,
+            pretrained=pretrained,
+            deidentify=deidentify.dates if deidentify is not None else None,
+        )
+        return FinetuneSettings(**values)
+
+
+@dataclass(frozen=True)
+class FinetuneOutputs:
+    """What the finetune stage hands on (``pipeline.json``'s ``outputs`` of the stage).
+
+    Attributes:
+        run: The fine-tuning run folder (its ``finetune.json``, model and predictions).
+        dice: Dice per set (``validation``, ``test``), per case and label, with means.
+        warnings: The run's warnings (e.g. a normalisation that differs from pretraining).
+    """
+
+    run: str
+    dice: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record (the keys the stage wrote before it had this class)."""
+        return {"run": self.run, "dice": self.dice, "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> FinetuneOutputs:
+        """The outputs of a ``pipeline.json`` record (any version: unknown keys ignored)."""
+        return cls(
+            run=str(record["run"]),
+            dice=dict(record.get("dice") or {}),
+            warnings=tuple(record.get("warnings") or ()),
+        )
 
 
 class PredictStage(_Stage):
@@ -260,8 +345,8 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
     checks: list[tuple[tuple, list[str] | str | None]] = [
         (("load", "input"), st.load.input if st.load else None),
         (("pretrain", "config"), st.pretrain.config if st.pretrain else None),
-        (("finetune", "data"), st.finetune.data if st.finetune else None),
-        (("finetune", "labels"), st.finetune.labels if st.finetune else None),
+        (("finetune", "data"), list(st.finetune.data or []) if st.finetune else None),
+        (("finetune", "labels"), list(st.finetune.labels) if st.finetune else None),
         (("finetune", "splits"), st.finetune.splits if st.finetune else None),
         (("predict", "input"), st.predict.input if st.predict else None),
         (("predict", "labels"), st.predict.labels if st.predict else None),
@@ -413,19 +498,16 @@ def _stage_denoise(spec: PipelineSpec, out: Path, done: dict) -> dict:
 
 
 def _stage_pretrain(spec: PipelineSpec, out: Path, done: dict) -> dict:
-    from medssl.ssl.config import load_config
     from medssl.ssl.pretrain import pretrain
 
-    cfg = spec.stages.pretrain
-    assert cfg is not None
-    recipe = load_config(cfg.config)
-    if cfg.steps is not None:
-        recipe.train.steps = cfg.steps
+    stage = spec.stages.pretrain
+    assert stage is not None
+    settings = stage.settings()
     resume = (out / "run.json").is_file()
+    if resume:  # the run goes on with its own recipe
+        settings = settings.model_copy(update={"recipe": None})
     data = None if resume else done["load"]["outputs"]["inputs"]
-    result = pretrain(
-        cfg.method, data, out, config=None if resume else recipe, resume=resume, verbose=False
-    )
+    result = pretrain(settings, data, out, resume=resume, verbose=False)
     return {"checkpoint": str(result.checkpoint), "step": result.step}
 
 
@@ -438,28 +520,18 @@ def _stage_export(spec: PipelineSpec, out: Path, done: dict) -> dict:
 
 
 def _stage_finetune(spec: PipelineSpec, out: Path, done: dict) -> dict:
-    from medssl.finetune.nnunet.run import FinetuneSettings, finetune
+    from medssl.finetune.nnunet.run import finetune
 
     cfg = spec.stages.finetune
     assert cfg is not None
     data = cfg.data or done["load"]["outputs"]["inputs"]
-    settings = FinetuneSettings(
-        data=[str(p.resolve()) for p in _inputs(list(data))],
-        labels=[str(p.resolve()) for p in _inputs(cfg.labels)],
-        pretrained=done["export"]["outputs"]["weights"] if "export" in done else None,
-        scratch=cfg.scratch,
-        trainer=cfg.trainer,
-        folds=cfg.folds,
-        epochs=cfg.epochs,
-        iterations=cfg.iterations,
-        seed=cfg.seed,
-        splits=str(Path(cfg.splits).resolve()) if cfg.splits else None,
-        label_names=cfg.label_names,
-        device=cfg.device,
-        deidentify=spec.deidentify.dates if spec.deidentify else None,
+    pretrained = done["export"]["outputs"]["weights"] if "export" in done else None
+    settings = cfg.settings(
+        _inputs(list(data)), _inputs(list(cfg.labels)), pretrained, spec.deidentify
     )
     result = finetune(settings, out, deidentify=_deidentifier(spec))
-    return {"run": str(out), "dice": result.dice, "warnings": result.warnings}
+    outputs = FinetuneOutputs(str(out), result.dice, tuple(result.warnings))
+    return outputs.to_dict()
 
 
 def _stage_predict(spec: PipelineSpec, out: Path, done: dict) -> dict:
@@ -469,7 +541,7 @@ def _stage_predict(spec: PipelineSpec, out: Path, done: dict) -> dict:
     assert cfg is not None
     images = [str(p.resolve()) for p in _inputs(cfg.input)]
     labels = [str(p.resolve()) for p in _inputs(cfg.labels)] if cfg.labels else None
-    run = Path(done["finetune"]["outputs"]["run"])
+    run = Path(FinetuneOutputs.from_dict(done["finetune"]["outputs"]).run)
     dice = predict_cases(run, images, labels, out, deidentify=_deidentifier(spec))
     return {"folder": str(out), "dice": dice}
 
@@ -486,7 +558,9 @@ def _stage_report(spec: PipelineSpec, out: Path, done: dict) -> dict:
     if "pretrain" in done:
         sections.append(pretrain_section(Path(done["pretrain"]["outputs"]["checkpoint"]).parent))
     if "finetune" in done:
-        sections.append(finetune_section(done["finetune"]["outputs"]["dice"]))
+        sections.append(
+            finetune_section(FinetuneOutputs.from_dict(done["finetune"]["outputs"]).dice)
+        )
     if "predict" in done and done["predict"]["outputs"]["dice"]:
         dice = {"new images": done["predict"]["outputs"]["dice"]}
         sections.append(finetune_section(dice, "Prediction (nnU-Net v2): Dice per label"))

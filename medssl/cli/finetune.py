@@ -1,8 +1,14 @@
-"""``medssl finetune``: nnU-Net v2 fine-tuning of a pretrained checkpoint, scored by Dice."""
+"""``medssl finetune``: nnU-Net v2 fine-tuning of a pretrained checkpoint, scored by Dice.
+
+A thin wrapper: the options are the fields of :class:`medssl.finetune.settings.FinetuneSettings`
+(their defaults and help texts come from there), and the work is
+:func:`medssl.finetune.nnunet.run.finetune`'s.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -14,8 +20,12 @@ from medssl.cli._deid import (
     deidentifier_from_options,
 )
 from medssl.errors import InputError
+from medssl.finetune.settings import FinetuneSettings, parse_settings
 
 __all__ = ["finetune"]
+
+_S = FinetuneSettings
+_FIELD_DEFAULT: Any = object()
 
 
 def _folds(text: str) -> list[int]:
@@ -28,68 +38,44 @@ def _folds(text: str) -> list[int]:
     return folds
 
 
+def _option(name: str, *flags: str, default: Any = _FIELD_DEFAULT, help: str | None = None) -> Any:
+    """The typer option of settings field ``name``, with the field's default and help text
+    (``default``/``help``: where the option's form differs from the field's)."""
+    value = _S.default(name) if default is _FIELD_DEFAULT else default
+    return typer.Option(value, *flags, help=help or _S.help(name))
+
+
 def finetune(
-    data: list[Path] = typer.Option(
-        ..., "--data", "-d", help="Training images: folder, list file or volume (repeatable)."
-    ),
-    labels: list[Path] = typer.Option(
-        ..., "--labels", "-l", help="Label maps, paired with the images by name (repeatable)."
-    ),
-    pretrained: Path | None = typer.Option(
-        None,
-        "--pretrained",
-        "-w",
-        help="medssl pretraining checkpoint, export-nnunet file or nnU-Net checkpoint.",
-    ),
+    data: list[Path] = _option("data", "--data", "-d"),
+    labels: list[Path] = _option("labels", "--labels", "-l"),
+    pretrained: Path | None = _option("pretrained", "--pretrained", "-w"),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Run folder (re-run the same command to resume)."
     ),
-    scratch: bool = typer.Option(
-        False,
-        "--scratch",
-        help="Random initialisation, same budget (with --pretrained: that network's plans).",
+    scratch: bool = _option("scratch", "--scratch"),
+    trainer: str = _option("trainer", "--trainer"),
+    folds: str = _option(
+        "folds",
+        "--folds",
+        default=",".join(map(str, _S.default("folds"))),
+        help=_S.help("folds") + " For example 0 or 0,1,2,3,4.",
     ),
-    trainer: str = typer.Option(
-        "nnUNetTrainer_medssl",
-        "--trainer",
-        help="nnUNetTrainer_medssl (nnU-Net's budget, lr warm-up), nnUNetTrainer_medsslShort "
-        "(10x25 iterations), or any nnU-Net trainer class.",
+    splits: Path | None = _option("splits", "--splits"),
+    test_data: list[Path] | None = _option("test_data", "--test-data"),
+    test_labels: list[Path] | None = _option("test_labels", "--test-labels"),
+    label_names: str | None = _option(
+        "label_names", "--label-names", help="Comma-separated: " + _S.help("label_names")
     ),
-    folds: str = typer.Option("0", "--folds", help="Folds to train, e.g. 0 or 0,1,2,3,4."),
-    splits: Path | None = typer.Option(
-        None, "--splits", help="Your own splits_final.json (list of {train: [...], val: [...]})."
-    ),
-    test_data: list[Path] | None = typer.Option(
-        None, "--test-data", help="Images to predict (DICOM series also get a DICOM SEG)."
-    ),
-    test_labels: list[Path] | None = typer.Option(
-        None, "--test-labels", help="Label maps of --test-data, for Dice."
-    ),
-    label_names: str | None = typer.Option(
-        None, "--label-names", help="Comma-separated names of labels 0..K, background first."
-    ),
-    modality: str | None = typer.Option(
-        None,
-        "--modality",
-        help="CT (nnU-Net's CT normalisation) or MR (z-score); default: as pretrained.",
-    ),
-    spacing: str = typer.Option(
-        "pretrained", "--spacing", help="pretrained (the pretraining's voxel size) or target."
-    ),
-    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override the epochs."),
-    iterations: int | None = typer.Option(
-        None, "--iterations", min=1, help="Override iterations per epoch."
-    ),
-    val_iterations: int | None = typer.Option(
-        None, "--val-iterations", min=1, help="Override validation iterations per epoch."
-    ),
-    lr: float | None = typer.Option(None, "--lr", min=0.0, help="Peak learning rate."),
-    warmup: float | None = typer.Option(
-        None, "--warmup", min=0.0, max=0.9, help="Warm-up fraction of all iterations."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed of initialisation, sampling, augmentation."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    dataset_id: int = typer.Option(900, "--dataset-id", help="nnU-Net dataset ID (1..999)."),
+    modality: str | None = _option("modality", "--modality"),
+    spacing: str = _option("spacing", "--spacing"),
+    epochs: int | None = _option("epochs", "--epochs"),
+    iterations: int | None = _option("iterations", "--iterations"),
+    val_iterations: int | None = _option("val_iterations", "--val-iterations"),
+    lr: float | None = _option("lr", "--lr"),
+    warmup: float | None = _option("warmup", "--warmup"),
+    seed: int = _option("seed", "--seed"),
+    device: str = _option("device", "--device"),
+    dataset_id: int = _option("dataset_id", "--dataset-id"),
     deidentify: bool = DEIDENTIFY_OPTION,
     salt_file: Path | None = SALT_OPTION,
     deid_dates: str = DATES_OPTION,
@@ -102,19 +88,12 @@ def finetune(
     """
     import logging
 
-    from medssl.finetune.nnunet.run import FinetuneSettings
     from medssl.finetune.nnunet.run import finetune as run_finetune
 
     # each step of the run (nnU-Net commands, their logs) is shown: training takes long
     logging.getLogger("medssl.finetune").setLevel(logging.INFO)
     deidentifier = deidentifier_from_options(deidentify, salt_file, deid_dates)
-    if test_labels and not test_data:
-        raise InputError("--test-labels needs --test-data")
-    if spacing not in ("pretrained", "target"):
-        raise InputError(f"--spacing must be pretrained or target, got {spacing!r}")
-    if modality is not None and modality.upper() not in ("CT", "MR"):
-        raise InputError(f"--modality must be CT or MR, got {modality!r}")
-    settings = FinetuneSettings(
+    settings = parse_settings(
         data=[str(p.resolve()) for p in data],
         labels=[str(p.resolve()) for p in labels],
         pretrained=str(pretrained.resolve()) if pretrained else None,
@@ -122,7 +101,7 @@ def finetune(
         trainer=trainer,
         folds=_folds(folds),
         dataset_id=dataset_id,
-        modality=modality.upper() if modality else None,
+        modality=modality,
         label_names=[n.strip() for n in label_names.split(",")] if label_names else None,
         splits=str(splits.resolve()) if splits else None,
         test_data=[str(p.resolve()) for p in test_data] if test_data else None,

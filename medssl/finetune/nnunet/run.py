@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from medssl.finetune.nnunet.dataset import (
     pair_cases,
 )
 from medssl.finetune.nnunet.plans import check_normalisation, check_pretrained_fits, transfer_plans
+from medssl.finetune.settings import FinetuneSettings
 from medssl.io import (
     OWNER_MARKER,
     Deidentifier,
@@ -84,35 +85,6 @@ _TRAINER_MODULE = (
 
 class NnunetCommandError(MedsslError):
     """An nnU-Net command failed (the message ends with the tail of its log)."""
-
-
-@dataclass
-class FinetuneSettings:
-    """What ``medssl finetune`` was asked to do (recorded in ``finetune.json``)."""
-
-    data: list[str]
-    labels: list[str]
-    pretrained: str | None = None
-    scratch: bool = False
-    trainer: str = "nnUNetTrainer_medssl"
-    folds: list[int] = field(default_factory=lambda: [0])
-    dataset_id: int = 900
-    dataset_name: str = "medssl"
-    modality: str | None = None
-    label_names: list[str] | None = None
-    splits: str | None = None
-    test_data: list[str] | None = None
-    test_labels: list[str] | None = None
-    spacing: str = "pretrained"
-    epochs: int | None = None
-    iterations: int | None = None
-    val_iterations: int | None = None
-    lr: float | None = None
-    warmup: float | None = None
-    seed: int | None = 0
-    device: str = "auto"
-    #: DICOM SEG outputs de-identified ("shift" or "remove" dates; the salt is never stored)
-    deidentify: str | None = None
 
 
 @dataclass
@@ -201,8 +173,6 @@ class _Nnunet:
 def _device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested not in ("cpu", "cuda", "mps"):
-        raise InputError(f"--device must be auto, cpu, cuda or mps, got {requested!r}")
     if requested == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available", hint="use --device cpu")
     return requested
@@ -327,9 +297,8 @@ def _check_settings(run_dir: Path, settings: FinetuneSettings) -> bool:
                 hint="choose a new or empty folder",
             )
         return False
-    old = json.loads(record.read_text())["settings"]
-    if old != asdict(settings):
-        changed = sorted(k for k in old if old.get(k) != asdict(settings).get(k))
+    changed = settings.changed_from(json.loads(record.read_text())["settings"])
+    if changed:
         raise InputError(
             f"the run folder holds a run with other settings ({', '.join(changed)} differ)",
             path=run_dir,
@@ -361,8 +330,6 @@ def finetune(
     run_dir = Path(run_dir)
     if (deidentify is None) != (settings.deidentify is None):
         raise InputError("settings.deidentify and the deidentify argument go together")
-    if not settings.trainer.startswith("nnUNetTrainer"):
-        raise InputError(f"--trainer must name an nnU-Net trainer class, got {settings.trainer!r}")
     if settings.pretrained is None and not settings.scratch:
         raise InputError("give --pretrained CKPT, or --scratch to train from random weights")
     inputs = [*settings.data, *settings.labels, *(settings.test_data or [])]
@@ -384,7 +351,7 @@ def finetune(
     run_dir.mkdir(parents=True, exist_ok=True)
     record = run_dir / "finetune.json"
     if not resumed:
-        write_json(record, {"settings": asdict(settings)})
+        write_json(record, {"settings": settings.record()})
     warnings: list[str] = []
 
     weights: dict[str, torch.Tensor] = {}
@@ -583,7 +550,7 @@ def predict_cases(
     if not record.is_file() or "finished" not in json.loads(record.read_text()):
         raise InputError("not a finished medssl finetune run", path=run_dir)
     info = json.loads(record.read_text())
-    settings = FinetuneSettings(**info["settings"])
+    settings = FinetuneSettings.model_validate(info["settings"])
     cases = pair_cases(list(images), list(labels) if labels else None)
     ds_name = dataset_folder_name(settings.dataset_id, settings.dataset_name)
     dataset = json.loads((run_dir / "nnUNet_raw" / ds_name / "dataset.json").read_text())
