@@ -8,6 +8,7 @@ import typer
 
 from medssl.cli._console import out
 from medssl.errors import InputError
+from medssl.ssl.registry import describe, method_names
 
 __all__ = ["export_nnunet_cmd", "pretrain"]
 
@@ -17,8 +18,7 @@ def pretrain(
         ...,
         "--method",
         "-m",
-        help="mae (dense 3D MAE), s3d (Spark3D, sparse encoder), contrastive (global + local, "
-        "Chaitanya et al.) or graphmatch (LVM-Med).",
+        help=f"{describe()}.",
     ),
     config: Path | None = typer.Option(
         None, "--config", "-c", help="Recipe YAML (see configs/); defaults apply when omitted."
@@ -45,24 +45,18 @@ def pretrain(
 
     Runs under torchrun for DDP (the batch in the config is the global batch).
     """
-    from medssl.ssl.config import load_config
-    from medssl.ssl.pretrain import METHODS
     from medssl.ssl.pretrain import pretrain as run_pretrain
+    from medssl.ssl.settings import PretrainSettings
 
-    if method not in METHODS:
-        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    cfg = None
-    if config is not None or steps is not None:
-        cfg = load_config(config)
-        if steps is not None:
-            cfg.train.steps = steps
+    if method not in method_names():
+        raise InputError(f"--method must be one of {', '.join(method_names())}, got {method!r}")
     if resume and config is None and steps is not None:
         raise InputError("--steps cannot change a resumed run", hint="drop --steps")
+    settings = PretrainSettings.from_options(method, config, steps)
     result = run_pretrain(
-        method,  # type: ignore[arg-type]
+        settings,
         list(data) if data else None,
         output,
-        config=cfg,
         resume=resume,
         val_data=list(val) if val else None,
         stop_after=stop_after,

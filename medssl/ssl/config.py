@@ -1,25 +1,37 @@
 """Pretraining recipes: a YAML file validated into :class:`PretrainConfig`.
 
 Unknown keys and wrong types are errors that name the key path and the file; nothing runs
-before the whole file is valid. The ``configs/`` folder holds the recipes medssl ships.
+before the whole file is valid. Every section is frozen: a changed recipe is a copy
+(``model_copy(update=...)``), never an edit in place. The methods' sections are declared by
+their packages (``mae3d``, ``contrastive``, ``graphmatch``) and found through
+:mod:`medssl.ssl.registry`; the loop's settings are :class:`TrainSection`, which the engine
+takes as it is. The ``configs/`` folder holds the recipes medssl ships.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, create_model, field_validator
 
 from medssl.data.volumes import DEFAULT_EXCLUDE, NORMALIZATION_SCHEMES
 from medssl.errors import InputError
+from medssl.ssl import registry
 
-__all__ = ["PretrainConfig", "load_config"]
+__all__ = [
+    "AugmentSection",
+    "DataSection",
+    "ModelSection",
+    "PretrainConfig",
+    "TrainSection",
+    "ViewsSection",
+    "load_config",
+]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Section = registry.Section
 
 
 class ModelSection(_Section):
@@ -39,12 +51,12 @@ class AugmentSection(_Section):
 class DataSection(_Section):
     """Preprocessing, sampling and loading."""
 
-    target_spacing: list[float] | None = [1.0, 1.0, 1.0]
+    target_spacing: list[float] | None = Field(default_factory=lambda: [1.0, 1.0, 1.0])
     normalization: str = "ZScoreNormalization"
-    intensity_properties: dict[str, float] = {}
+    intensity_properties: dict[str, float] = Field(default_factory=dict)
     cache_dtype: Literal["float16", "float32"] = "float16"
     cache_dir: str | None = None
-    exclude: list[str] = list(DEFAULT_EXCLUDE)
+    exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE))
     foreground_prob: float = Field(0.33, ge=0, le=1)
     num_workers: int = Field(2, ge=0)
     preprocess_workers: int = Field(1, ge=1)
@@ -76,41 +88,6 @@ class DataSection(_Section):
         return v
 
 
-class MaskSection(_Section):
-    """MAE masking (Revisiting MAE: 16³ blocks, 75 %)."""
-
-    block_size: int = Field(16, ge=1)
-    mask_ratio: float = Field(0.75, ge=0, lt=1)
-
-
-class ContrastiveSection(_Section):
-    """Chaitanya et al. (NeurIPS 2020): stage 1 global (``train.steps``), stage 2 local."""
-
-    global_strategy: Literal["GR", "GD-", "GD"] = "GD"
-    local_strategy: Literal["LR", "LD"] = "LD"
-    temperature: float = Field(0.1, gt=0)
-    partitions: int = Field(4, ge=1)
-    local_steps: int = Field(200, ge=0)
-    local_blocks: int | None = Field(None, ge=1)
-    region_size: int = Field(3, ge=1)
-    head_hidden: int = Field(1024, ge=1)
-    head_out: int = Field(128, ge=1)
-    local_head: int = Field(128, ge=1)
-    fallback: bool = True
-
-
-class GraphMatchSection(_Section):
-    """LVM-Med (NeurIPS 2023): second-order graph matching of the two views of a batch."""
-
-    k: int = Field(5, ge=1)
-    alpha: float = Field(0.8, ge=0, le=1)
-    lam: float = Field(80.0, gt=0)
-    width: int = Field(128, ge=1)
-    head_hidden: int = Field(1024, ge=1)
-    head_out: int = Field(128, ge=1)
-    edge_sigma: float = Field(1.0, gt=0)
-
-
 class ViewsSection(_Section):
     """Augmentation of the two views (contrastive and graph matching)."""
 
@@ -123,7 +100,29 @@ class ViewsSection(_Section):
 
 
 class TrainSection(_Section):
-    """The loop (see :class:`medssl.ssl.engine.EngineConfig`)."""
+    """The training loop: the one declaration of its settings (:func:`medssl.ssl.engine.fit`
+    takes this section; a stage's own step count goes in with ``model_copy(update=...)``).
+
+    Attributes:
+        steps: Optimiser steps of the whole run.
+        batch_size: Global batch (split evenly over DDP ranks).
+        optimizer: ``adamw`` or ``sgd`` (Nesterov, momentum 0.99, as nnU-Net).
+        lr: Peak learning rate.
+        weight_decay: Decoupled (AdamW) or L2 (SGD) weight decay; not applied to norms,
+            biases and mask tokens.
+        warmup_steps: Linear warm-up from 0.
+        schedule: After warm-up: ``cosine`` to 0 or ``poly`` (``(1 - t)^0.9``, nnU-Net's).
+        grad_clip: Max gradient norm (nnU-Net uses 12); 0 disables.
+        amp: ``auto`` (bf16 on GPUs that support it, else fp16 with a grad scaler; bf16 on
+            CPUs with native bf16 (AMX or AVX-512 BF16), else off), ``bf16``, ``fp16`` or
+            ``off``.
+        checkpoint_every: Steps between checkpoints (one is always written at the end).
+        log_every: Steps between log lines/TensorBoard points.
+        val_every: Steps between validation runs (0 = never).
+        seed: Run seed (initialisation and data order).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (read by
+            :func:`medssl.ssl.distributed.setup_distributed`, not by the loop).
+    """
 
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(2, ge=1)
@@ -140,20 +139,59 @@ class TrainSection(_Section):
     seed: int = 0
     device: str = "auto"
 
+    def for_stage(self, steps: int) -> TrainSection:
+        """This loop for a stage of ``steps`` steps (a warm-up no longer than the stage)."""
+        return self.model_copy(
+            update={"steps": steps, "warmup_steps": min(self.warmup_steps, max(0, steps - 1))}
+        )
 
-class PretrainConfig(_Section):
-    """A whole recipe."""
 
-    model: ModelSection = ModelSection()
-    data: DataSection = DataSection()
-    mae: MaskSection = MaskSection()
-    contrastive: ContrastiveSection = ContrastiveSection()
-    graphmatch: GraphMatchSection = GraphMatchSection()
-    views: ViewsSection = ViewsSection()
-    train: TrainSection = TrainSection()
+def _recipe_fields() -> dict[str, Any]:
+    """The recipe's sections in their YAML order: model, data, the methods' sections (from
+    :mod:`medssl.ssl.registry`), views, train."""
+    fields: dict[str, Any] = {
+        "model": (ModelSection, ModelSection()),
+        "data": (DataSection, DataSection()),
+    }
+    for key, section in registry.sections().items():
+        fields[key] = (section, section())
+    fields["views"] = (ViewsSection, ViewsSection())
+    fields["train"] = (TrainSection, TrainSection())
+    return fields
+
+
+_Recipe: Any = create_model(
+    "PretrainConfig", __base__=_Section, __module__=__name__, **_recipe_fields()
+)
+
+
+class PretrainConfig(_Recipe):  # type: ignore[misc]
+    """A whole recipe (frozen): ``model``, ``data``, one section per method (``mae``,
+    ``contrastive``, ``graphmatch``: the registered methods' settings), ``views``, ``train``.
+    Change a copy: ``cfg.model_copy(update={"train": cfg.train.model_copy(update=...)})``."""
+
+    if TYPE_CHECKING:
+        model: ModelSection
+        data: DataSection
+        views: ViewsSection
+        train: TrainSection
+
+        def __getattr__(self, name: str) -> Any: ...  # the methods' sections
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
+
+    def with_steps(self, steps: int | None) -> PretrainConfig:
+        """This recipe with ``train.steps`` replaced (itself when ``steps`` is ``None``)."""
+        if steps is None:
+            return self
+        return self.model_copy(update={"train": self.train.model_copy(update={"steps": steps})})
+
+
+def _section_list() -> str:
+    """``"model, data, mae, contrastive, graphmatch, views and train"``."""
+    keys = list(PretrainConfig.model_fields)
+    return f"{', '.join(keys[:-1])} and {keys[-1]}"
 
 
 def _format_error(err: ValidationError) -> str:
@@ -193,6 +231,5 @@ def load_config(source: str | Path | dict[str, Any] | None = None) -> PretrainCo
         raise InputError(
             f"invalid config: {_format_error(exc)}",
             path=path,
-            hint="sections are model, data, mae, contrastive, graphmatch, views and train; "
-            "see configs/ for examples",
+            hint=f"sections are {_section_list()}; see configs/ for examples",
         ) from None

@@ -1,9 +1,12 @@
 """``medssl pretrain``: volumes in, an nnU-Net-ready pretrained U-Net out.
 
-Glue only: it wires the building blocks (volume cache, patch dataset, plans-built network, MAE
-method, engine) from a :class:`medssl.ssl.config.PretrainConfig`. The run folder holds the
-resolved ``config.yaml``, ``volumes.json`` (the cache manifest), the checkpoints,
-``metrics.jsonl`` and ``tensorboard/``.
+:func:`pretrain` is the one entry point (``medssl pretrain``, the pipeline's ``pretrain``
+stage, the demo and library callers): it takes :class:`medssl.ssl.settings.PretrainSettings`
+(the method and the recipe), checks the inputs before anything is written, prepares the
+volumes and runs the method's stages (from :mod:`medssl.ssl.registry`) through the engine.
+The run folder holds the resolved ``config.yaml``, ``run.json`` (method and volumes),
+``volumes.json`` (the cache manifest), the checkpoints, ``metrics.jsonl`` and
+``tensorboard/``.
 """
 
 from __future__ import annotations
@@ -11,9 +14,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -32,30 +34,31 @@ from medssl.data.volumes import (
 )
 from medssl.errors import InputError
 from medssl.io import atomic_file, check_not_input, write_json, write_text
-from medssl.models.checkpoint_meta import PretrainMeta
-from medssl.models.unet import build_network, configuration_dict, load_plans
+from medssl.models.unet import configuration_dict, load_plans
+from medssl.ssl import registry
 from medssl.ssl.config import PretrainConfig, load_config
 from medssl.ssl.distributed import DistInfo, cleanup_distributed, setup_distributed
 from medssl.ssl.engine import (
     CHECKPOINT_FINAL,
     CHECKPOINT_LATEST,
-    EngineConfig,
     FitResult,
     fit,
     load_checkpoint,
 )
-from medssl.ssl.mae3d import MAEObjective, MaskedAutoencoder
-from medssl.transforms.ssl import AugmentConfig, ssl_augmentation
+from medssl.ssl.mae3d.spec import build_objective
+from medssl.ssl.settings import PretrainSettings
+from medssl.ssl.stage import Stage, StageContext
 
-__all__ = ["METHODS", "build_objective", "prepare_volumes", "pretrain"]
+__all__ = ["METHODS", "PretrainSettings", "build_objective", "prepare_volumes", "pretrain"]
 
 log = logging.getLogger("medssl.pretrain")
 
-METHODS = ("mae", "s3d", "contrastive", "graphmatch")
-Method = Literal["mae", "s3d", "contrastive", "graphmatch"]
+#: The registered methods' names (:func:`medssl.ssl.registry.method_names`).
+METHODS = registry.method_names()
 
 
 def _patch_size(cfg: PretrainConfig, plans: dict, method: str = "mae") -> list[int]:
+    """The recipe's patch size, checked against the network and the method."""
     conf = configuration_dict(plans, cfg.model.configuration)
     patch = list(cfg.model.patch_size or conf["patch_size"])
     if len(patch) != len(conf["patch_size"]):
@@ -73,65 +76,10 @@ def _patch_size(cfg: PretrainConfig, plans: dict, method: str = "mae") -> list[i
         raise InputError(
             f"model.patch_size {patch} must be divisible by the network's total stride {cumulative}"
         )
-    b = cfg.mae.block_size
-    if method in ("mae", "s3d"):
-        if any(p % b for p in patch):
-            raise InputError(
-                f"model.patch_size {patch} must be a multiple of mae.block_size ({b}) on every axis"
-            )
-        # each stage's cells must tile blocks exactly (or blocks tile cells) for S3D's masks
-        for stride in stage_strides:
-            if any(b % c and c % b for c in stride):
-                raise InputError(
-                    f"mae.block_size {b} does not fit the network's stage strides "
-                    f"{stride}: use a block size that divides or is divided by every "
-                    "stride (e.g. a power of two)"
-                )
+    check = registry.get(method).check_patch
+    if check is not None:
+        check(cfg, patch, stage_strides)
     return patch
-
-
-def _base_meta(method: str, cfg: PretrainConfig, plans: dict) -> PretrainMeta:
-    return PretrainMeta(
-        method=method,
-        plans=plans,
-        configuration=cfg.model.configuration,
-        input_channels=1,
-        network_prefix="network.",
-    )
-
-
-def _network(cfg: PretrainConfig, plans: dict, output_channels: int = 1) -> Any:
-    return build_network(
-        plans,
-        cfg.model.configuration,
-        input_channels=1,
-        output_channels=output_channels,
-        deep_supervision=False,
-        seed=cfg.train.seed,
-    )
-
-
-def build_objective(
-    method: Method, cfg: PretrainConfig, plans: dict
-) -> tuple[MAEObjective, PretrainMeta]:
-    """The MAE network and method of a recipe, plus what the checkpoint records about them."""
-    if method not in ("mae", "s3d"):
-        raise InputError(f"build_objective builds mae or s3d, not {method!r}")
-    network = _network(cfg, plans)
-    with torch.random.fork_rng(devices=[]):  # mask tokens: drawn from the run seed
-        torch.manual_seed(cfg.train.seed)
-        mae = MaskedAutoencoder(
-            network,
-            sparse=method == "s3d",
-            block_size=cfg.mae.block_size,
-            mask_ratio=cfg.mae.mask_ratio,
-        )
-    meta = replace(
-        _base_meta(method, cfg, plans),
-        network_prefix=MAEObjective.network_prefix,
-        settings={"mask": cfg.mae.model_dump()},
-    )
-    return MAEObjective(mae), meta
 
 
 def prepare_volumes(
@@ -170,7 +118,7 @@ def _worker_init(_: int) -> None:
 
 
 def pretrain(
-    method: Method,
+    settings: PretrainSettings | str,
     data: str | Path | Sequence[str | Path] | None,
     run_dir: str | Path,
     *,
@@ -180,16 +128,20 @@ def pretrain(
     stop_after: int | None = None,
     verbose: bool = True,
 ) -> FitResult:
-    """Pretrain a U-Net with one of :data:`METHODS`.
+    """Pretrain a U-Net with one of the registered methods (:data:`METHODS`).
 
     Args:
-        method: ``mae`` (dense 3D MAE), ``s3d`` (Spark3D), ``contrastive`` (Chaitanya et al.:
-            a global stage of ``train.steps`` steps, then a local stage of
-            ``contrastive.local_steps``) or ``graphmatch`` (LVM-Med).
+        settings: The method and the recipe (:class:`PretrainSettings`); or a method's name
+            with the recipe in ``config`` (``pretrain("mae", data, run, config=cfg)`` is
+            ``pretrain(PretrainSettings.from_options("mae", cfg), data, run)``). Methods:
+            ``mae`` (dense 3D MAE), ``s3d`` (Spark3D), ``contrastive`` (Chaitanya et al.: a
+            global stage of ``train.steps`` steps, then a local stage of
+            ``contrastive.local_steps``), ``graphmatch`` (LVM-Med).
         data: Training volumes (folder, list file or paths). May be omitted on resume.
         run_dir: Output folder; ``checkpoint_final.pt`` in it is the result.
-        config: Recipe (YAML path, dict or :class:`PretrainConfig`); on resume the run's own
-            ``config.yaml`` is used and a different one given here is an error.
+        config: Recipe (YAML path, dict or :class:`PretrainConfig`) when ``settings`` is a
+            method's name; on resume the run's own ``config.yaml`` is used and a different
+            recipe given is an error.
         resume: Continue the run in ``run_dir``.
         val_data: Held-out volumes whose loss is logged every ``train.val_every`` steps (the
             same fixed samples each time).
@@ -198,52 +150,20 @@ def pretrain(
 
     Returns:
         The engine's :class:`medssl.ssl.engine.FitResult` of the last stage run.
-    """
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    run = Path(run_dir)
-    cfg_file = run / "config.yaml"
-    state_file = run / "run.json"
-    if resume:
-        if not state_file.is_file() or not cfg_file.is_file():
-            raise InputError(
-                "no run to resume here", path=run, hint="start the run without --resume"
-            )
-        cfg = load_config(cfg_file)
-        if config is not None:
-            given = config if isinstance(config, PretrainConfig) else load_config(config)
-            if given.model_dump() != cfg.model_dump():
-                raise InputError(
-                    "--config differs from the config this run was started with",
-                    path=cfg_file,
-                    hint="resume without --config, or start a new run folder",
-                )
-        state = json.loads(state_file.read_text())
-        if state["method"] != method:
-            raise InputError(
-                f"this run was started with --method {state['method']}, not {method}", path=run
-            )
-        for given, key in ((data, "data"), (val_data, "val_data")):
-            if given is not None and _listify(given) != state.get(key):
-                raise InputError(
-                    f"--{key.replace('_data', '')} differs from the volumes this run was "
-                    "started with",
-                    path=run,
-                    hint="resume without --data/--val: the run keeps its own volume list",
-                )
-        data = state["data"]
-        val_data = state.get("val_data")
-    else:
-        if state_file.exists() or (run / CHECKPOINT_LATEST).exists():
-            raise InputError(
-                "this run folder already holds a run (and maybe checkpoints)",
-                path=run,
-                hint="add --resume to continue it, or choose another -o folder",
-            )
-        if data is None:
-            raise InputError("no training data given", hint="pass --data FOLDER or a list file")
-        cfg = config if isinstance(config, PretrainConfig) else load_config(config)
 
+    Raises:
+        InputError: Unknown method, invalid recipe, bad or missing volumes, a run folder that
+            holds a run (without ``resume``) or none (with it), a resume that changes the
+            method, recipe or volumes. Nothing is written then.
+        TypeError: ``config`` given with a :class:`PretrainSettings`.
+    """
+    if isinstance(settings, str):
+        settings = PretrainSettings.from_options(settings, config)
+    elif config is not None:
+        raise TypeError("pass the recipe in PretrainSettings, not also as config")
+    run = Path(run_dir)
+    cfg, data, val_data = _resolve(settings, data, val_data, run, resume)
+    method = settings.method
     # fail on bad input before anything is written; never write inside the inputs
     for given in (data, val_data):
         if given is not None:
@@ -260,6 +180,52 @@ def pretrain(
         cleanup_distributed()
 
 
+def _resolve(
+    settings: PretrainSettings,
+    data: Any,
+    val_data: Any,
+    run: Path,
+    resume: bool,
+) -> tuple[PretrainConfig, Any, Any]:
+    """The recipe and volumes of the run: a new run's own, or those a resumed run recorded
+    (``config.yaml``, ``run.json``), which what is given must not contradict."""
+    method = settings.method
+    cfg_file = run / "config.yaml"
+    state_file = run / "run.json"
+    if not resume:
+        if state_file.exists() or (run / CHECKPOINT_LATEST).exists():
+            raise InputError(
+                "this run folder already holds a run (and maybe checkpoints)",
+                path=run,
+                hint="add --resume to continue it, or choose another -o folder",
+            )
+        if data is None:
+            raise InputError("no training data given", hint="pass --data FOLDER or a list file")
+        return settings.resolved_recipe(), data, val_data
+    if not state_file.is_file() or not cfg_file.is_file():
+        raise InputError("no run to resume here", path=run, hint="start the run without --resume")
+    cfg = load_config(cfg_file)
+    if settings.recipe is not None and settings.recipe.model_dump() != cfg.model_dump():
+        raise InputError(
+            "--config differs from the config this run was started with",
+            path=cfg_file,
+            hint="resume without --config, or start a new run folder",
+        )
+    state = json.loads(state_file.read_text())
+    if state["method"] != method:
+        raise InputError(
+            f"this run was started with --method {state['method']}, not {method}", path=run
+        )
+    for given, key in ((data, "data"), (val_data, "val_data")):
+        if given is not None and _listify(given) != state.get(key):
+            raise InputError(
+                f"--{key.replace('_data', '')} differs from the volumes this run was started with",
+                path=run,
+                hint="resume without --data/--val: the run keeps its own volume list",
+            )
+    return cfg, state["data"], state.get("val_data")
+
+
 def _listify(x: Any) -> Any:
     """Absolute paths (a resumed run may start from another working directory)."""
     if x is None:
@@ -269,187 +235,8 @@ def _listify(x: Any) -> Any:
     return [str(Path(p).resolve()) for p in x]
 
 
-def _engine_config(cfg: PretrainConfig, steps: int) -> EngineConfig:
-    t = cfg.train
-    return EngineConfig(
-        steps=steps,
-        batch_size=t.batch_size,
-        optimizer=t.optimizer,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        warmup_steps=min(t.warmup_steps, max(0, steps - 1)),
-        schedule=t.schedule,
-        grad_clip=t.grad_clip,
-        amp=t.amp,
-        checkpoint_every=t.checkpoint_every,
-        log_every=t.log_every,
-        val_every=t.val_every,
-        seed=t.seed,
-    )
-
-
-def _partition_strategies(cfg: PretrainConfig, vols: Sequence[CachedVolume]) -> tuple[str, str]:
-    """Partition-aware strategies need roughly aligned volumes of one kind; fall back to
-    G^R/L^R when the volumes' slice axes point different ways (the last letter of the
-    orientation code: partition ``s`` would be different anatomy) or the modalities differ."""
-    c = cfg.contrastive
-    kinds = {(v.orientation[-1] if v.orientation else None, v.modality) for v in vols}
-    mixed = len(kinds) > 1 or any(None in k for k in kinds)
-    if c.fallback and mixed and (c.global_strategy != "GR" or c.local_strategy != "LR"):
-        log.warning(
-            "the volumes mix orientations/modalities %s (or lack them): partitions do not "
-            "correspond, so the global/local strategies fall back to GR/LR",
-            sorted(str(k) for k in kinds),
-        )
-        return "GR", "LR"
-    return c.global_strategy, c.local_strategy
-
-
-class _Stage:
-    """One engine run of a method: its objective, dataset, steps and folder."""
-
-    def __init__(
-        self,
-        name: str,
-        folder: Path,
-        objective: torch.nn.Module,
-        dataset: Any,
-        steps: int,
-        meta: PretrainMeta,
-    ) -> None:
-        self.name, self.folder, self.objective = name, folder, objective
-        self.dataset, self.steps, self.meta = dataset, steps, meta
-
-
-def _view_transform(cfg: PretrainConfig, dims: int, aligned: bool) -> Any:
-    v = cfg.views
-    return ssl_augmentation(
-        AugmentConfig(
-            flip_prob=0.0 if aligned else v.flip_prob,
-            affine_prob=0.0 if aligned else v.affine_prob,
-            intensity_prob=v.intensity_prob,
-            gamma_prob=v.gamma_prob,
-            noise_prob=v.noise_prob,
-        ),
-        dims,
-    )
-
-
-def _stages(
-    method: Method,
-    cfg: PretrainConfig,
-    plans: dict,
-    patch: list[int],
-    vols: list[CachedVolume],
-    prep: Preprocessing,
-    run: Path,
-) -> list[_Stage]:
-    t = cfg.train
-    dims = len(patch)
-    recorded = {"patch_size": tuple(patch), "preprocessing": prep.to_dict()}
-    recorded["data_volumes"] = len(vols)
-    base = replace(_base_meta(method, cfg, plans), **recorded)
-    if method in ("mae", "s3d"):
-        objective, meta = build_objective(method, cfg, plans)
-        meta = replace(meta, **recorded)
-        augment = ssl_augmentation(AugmentConfig(**cfg.data.augment.model_dump()), dims)
-        dataset = PatchDataset(
-            vols, patch, seed=t.seed, foreground_prob=cfg.data.foreground_prob, transform=augment
-        )
-        return [_Stage(method, run, objective, dataset, t.steps, meta)]
-    if method == "contrastive":
-        from medssl.ssl.contrastive.method import (
-            GlobalContrastiveObjective,
-            LocalContrastiveObjective,
-        )
-
-        c = cfg.contrastive
-        if t.batch_size % c.partitions:
-            raise InputError(
-                f"train.batch_size {t.batch_size} must be a multiple of contrastive.partitions "
-                f"({c.partitions}): a batch takes one image per partition from each volume"
-            )
-        g_strategy, l_strategy = _partition_strategies(cfg, vols)
-        network = _network(cfg, plans)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(t.seed)
-            g = GlobalContrastiveObjective(
-                network,
-                strategy=g_strategy,
-                temperature=c.temperature,
-                hidden=c.head_hidden,
-                out=c.head_out,
-            )
-        g_data = ViewDataset(
-            vols,
-            patch,
-            partitions=c.partitions,
-            seed=t.seed,
-            transform=_view_transform(cfg, dims, aligned=False),
-            jitter=cfg.views.jitter,
-        )
-        g_meta = replace(
-            base,
-            stage="global",
-            strategy=g_strategy,
-            settings={"contrastive": c.model_dump()},
-            pretrained_keys=tuple(g.trained_keys()),
-        )
-        stages = [_Stage("global", run / "stage1_global", g, g_data, t.steps, g_meta)]
-        if c.local_steps > 0:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(t.seed + 1)
-                loc = LocalContrastiveObjective(
-                    network,
-                    strategy=l_strategy,
-                    temperature=c.temperature,
-                    blocks=c.local_blocks,
-                    hidden=c.local_head,
-                    out=c.local_head,
-                    region_size=c.region_size,
-                )
-            l_data = ViewDataset(
-                vols,
-                patch,
-                partitions=c.partitions,
-                seed=t.seed + 1,
-                transform=_view_transform(cfg, dims, aligned=True),
-                jitter=cfg.views.jitter,
-                aligned=True,
-            )
-            l_meta = replace(
-                g_meta,
-                stage="local",
-                strategy=(g_strategy, l_strategy),
-                pretrained_keys=tuple(loc.trained_keys()),
-            )
-            stages.append(_Stage("local", run / "stage2_local", loc, l_data, c.local_steps, l_meta))
-        return stages
-    from medssl.ssl.graphmatch.method import GraphMatchObjective
-
-    gm = cfg.graphmatch
-    network = _network(cfg, plans)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(t.seed)
-        objective = GraphMatchObjective(network, **gm.model_dump())
-    data = ViewDataset(
-        vols,
-        patch,
-        partitions=1,
-        seed=t.seed,
-        transform=_view_transform(cfg, dims, aligned=True),
-        jitter=cfg.views.jitter,
-    )
-    meta = replace(
-        base,
-        settings={"graphmatch": gm.model_dump()},
-        pretrained_keys=tuple(objective.trained_keys()),
-    )
-    return [_Stage("graphmatch", run, objective, data, t.steps, meta)]
-
-
 def _run(
-    method: Method,
+    method: str,
     cfg: PretrainConfig,
     volumes: tuple[Any, list[VolumeRef]],
     val_volumes: tuple[Any, list[VolumeRef] | None],
@@ -493,7 +280,8 @@ def _run(
     if not info.is_main:  # rank 0 prepared the cache and recorded it
         vols, prep = load_manifest(manifest)
 
-    stages = _stages(method, cfg, plans, patch, vols, prep, run)
+    context = StageContext(method, cfg, plans, patch, vols, prep, run)
+    stages = registry.get(method).build(context)
     per_rank = t.batch_size // info.world_size
     result: FitResult | None = None
     for i, stage in enumerate(stages):
@@ -540,7 +328,7 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def _load_network(stage: _Stage, checkpoint: Path) -> None:
+def _load_network(stage: Stage, checkpoint: Path) -> None:
     """Give ``stage``'s network the weights of a finished stage (they share the network)."""
     model = load_checkpoint(checkpoint)["model"]
     prefix = stage.meta.network_prefix
@@ -549,7 +337,7 @@ def _load_network(stage: _Stage, checkpoint: Path) -> None:
 
 
 def _fit_stage(
-    stage: _Stage,
+    stage: Stage,
     cfg: PretrainConfig,
     info: DistInfo,
     per_rank: int,
@@ -609,7 +397,7 @@ def _fit_stage(
     return fit(
         stage.objective,
         make_loader,
-        _engine_config(cfg, stage.steps),
+        cfg.train.for_stage(stage.steps),
         stage.folder,
         dist_info=info,
         resume=resume,

@@ -132,7 +132,7 @@ def test_2d_configuration(tmp_path, collection, method):
 def test_partition_strategies_fall_back_when_slice_axes_differ():
     from medssl.data.volumes import CachedVolume
     from medssl.ssl.config import load_config
-    from medssl.ssl.pretrain import _partition_strategies
+    from medssl.ssl.contrastive.spec import partition_strategies as _partition_strategies
 
     def vol(code, modality="MR"):
         return CachedVolume("x.npy", "x_fg.npy", (8, 8, 8), "l", code, modality)

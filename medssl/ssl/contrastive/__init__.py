@@ -1,19 +1,29 @@
 """Global and local contrastive learning for segmentation pretraining (Chaitanya et al.,
 "Contrastive learning of global and local features for medical image segmentation with limited
 annotations", NeurIPS 2020): the ``GR``/``GD-``/``GD`` global losses, the ``LR``/``LD`` local
-losses and their projection heads."""
+losses and their projection heads.
 
-from medssl.ssl.contrastive.heads import GlobalProjectionHead, LocalProjectionHead
-from medssl.ssl.contrastive.losses import (
-    GlobalStrategy,
-    LocalStrategy,
-    contrastive_masks,
-    global_contrastive_loss,
-    grid_positions,
-    local_contrastive_loss,
-    local_masks,
-    region_embeddings,
-)
+The names are imported on first use (``from medssl.ssl.contrastive import X`` works as before), so
+that the method registry can read ``medssl.ssl.contrastive.spec`` without loading torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medssl.ssl.contrastive.heads import GlobalProjectionHead, LocalProjectionHead
+    from medssl.ssl.contrastive.losses import (
+        GlobalStrategy,
+        LocalStrategy,
+        contrastive_masks,
+        global_contrastive_loss,
+        grid_positions,
+        local_contrastive_loss,
+        local_masks,
+        region_embeddings,
+    )
 
 __all__ = [
     "GlobalProjectionHead",
@@ -27,3 +37,26 @@ __all__ = [
     "local_masks",
     "region_embeddings",
 ]
+
+_WHERE = {
+    "GlobalProjectionHead": "medssl.ssl.contrastive.heads",
+    "GlobalStrategy": "medssl.ssl.contrastive.losses",
+    "LocalProjectionHead": "medssl.ssl.contrastive.heads",
+    "LocalStrategy": "medssl.ssl.contrastive.losses",
+    "contrastive_masks": "medssl.ssl.contrastive.losses",
+    "global_contrastive_loss": "medssl.ssl.contrastive.losses",
+    "grid_positions": "medssl.ssl.contrastive.losses",
+    "local_contrastive_loss": "medssl.ssl.contrastive.losses",
+    "local_masks": "medssl.ssl.contrastive.losses",
+    "region_embeddings": "medssl.ssl.contrastive.losses",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,70 @@
+"""The ``graphmatch`` method's registration (LVM-Med, NeurIPS 2023): its recipe section
+``graphmatch`` and its stage."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import Field
+
+from medssl.ssl.registry import MethodSpec, Section, register
+
+if TYPE_CHECKING:
+    from medssl.ssl.stage import Stage, StageContext
+
+__all__ = ["GraphMatchSection"]
+
+
+class GraphMatchSection(Section):
+    """LVM-Med (NeurIPS 2023): second-order graph matching of the two views of a batch."""
+
+    k: int = Field(5, ge=1)
+    alpha: float = Field(0.8, ge=0, le=1)
+    lam: float = Field(80.0, gt=0)
+    width: int = Field(128, ge=1)
+    head_hidden: int = Field(1024, ge=1)
+    head_out: int = Field(128, ge=1)
+    edge_sigma: float = Field(1.0, gt=0)
+
+
+def build(ctx: StageContext) -> list[Stage]:
+    """One stage: matching the graphs of two aligned views of each patch."""
+    from dataclasses import replace
+
+    import torch
+
+    from medssl.data.views import ViewDataset
+    from medssl.ssl.graphmatch.method import GraphMatchObjective
+    from medssl.ssl.stage import Stage
+
+    cfg, t, gm = ctx.cfg, ctx.cfg.train, ctx.cfg.graphmatch
+    network = ctx.network()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(t.seed)
+        objective = GraphMatchObjective(network, **gm.model_dump())
+    data = ViewDataset(
+        ctx.volumes,
+        ctx.patch,
+        partitions=1,
+        seed=t.seed,
+        transform=ctx.view_transform(aligned=True),
+        jitter=cfg.views.jitter,
+    )
+    meta = replace(
+        ctx.base_meta(),
+        settings={"graphmatch": gm.model_dump()},
+        pretrained_keys=tuple(objective.trained_keys()),
+    )
+    return [Stage("graphmatch", ctx.run, objective, data, t.steps, meta)]
+
+
+register(
+    MethodSpec(
+        name="graphmatch",
+        summary="LVM-Med",
+        order=3,
+        build=build,
+        section="graphmatch",
+        settings=GraphMatchSection,
+    )
+)
