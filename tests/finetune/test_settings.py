@@ -157,3 +157,29 @@ def test_finetune_outputs_round_trip_and_old_records_load():
     old = {"run": "/run", "dice": {"validation": {}}, "warnings": []}  # pipeline.json before
     assert FinetuneOutputs.from_dict(old).to_dict() == old
     assert Path(FinetuneOutputs.from_dict(old).run) == Path("/run")
+
+
+def test_a_pipeline_with_bad_finetune_values_is_refused_before_anything_runs(medssl, tmp_path):
+    """The stage's values are checked with the pipeline file (line numbers), not when the
+    stage starts after hours of pretraining: the stage had its own copy of the keys, with no
+    check of the trainer, the device or the folds."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        f"output: {tmp_path / 'out'}\n"
+        "stages:\n"
+        "  finetune:\n"
+        f"    data: [{tmp_path / 'img'}]\n"
+        f"    labels: [{tmp_path / 'lab'}]\n"
+        "    scratch: true\n"
+        "    trainer: UNetTrainer\n"
+        "    device: gpu\n"
+        "    folds: [-1]\n"
+    )
+    r = medssl("pipeline", "check", path)
+    assert r.code == 2, r.output
+    assert "line 7: stages.finetune.trainer" in r.stderr and "nnU-Net trainer" in r.stderr
+    assert "line 8: stages.finetune.device" in r.stderr
+    assert "line 9: stages.finetune.folds" in r.stderr
+    assert not (tmp_path / "out").exists()
