@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -183,3 +185,18 @@ def test_a_pipeline_with_bad_finetune_values_is_refused_before_anything_runs(med
     assert "line 8: stages.finetune.device" in r.stderr
     assert "line 9: stages.finetune.folds" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_settings_and_the_command_module_load_no_torch():
+    """``medssl finetune``'s module and the settings are imported by every ``medssl`` call:
+    torch and nnU-Net are loaded only when a run starts (``medssl.finetune.finetune`` too)."""
+    code = (
+        "import sys, medssl.finetune, medssl.finetune.settings, medssl.cli.finetune\n"
+        "print(sorted(m for m in ('torch', 'nnunetv2') if m in sys.modules))\n"
+        "from medssl.finetune import finetune\n"
+        "from medssl.finetune.nnunet.run import finetune as entry\n"
+        "print(finetune is entry)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "True"]
