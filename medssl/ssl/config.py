@@ -165,7 +165,7 @@ _Recipe: Any = create_model(
 )
 
 
-class PretrainConfig(_Recipe):  # type: ignore[misc]
+class PretrainConfig(_Recipe):
     """A whole recipe (frozen): ``model``, ``data``, one section per method (``mae``,
     ``contrastive``, ``graphmatch``: the registered methods' settings), ``views``, ``train``.
     Change a copy: ``cfg.model_copy(update={"train": cfg.train.model_copy(update=...)})``."""
