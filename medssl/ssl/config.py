@@ -20,6 +20,9 @@ from medssl.data.volumes import DEFAULT_EXCLUDE, NORMALIZATION_SCHEMES
 from medssl.errors import InputError
 from medssl.ssl import registry
 
+if TYPE_CHECKING:
+    from medssl.transforms.ssl import AugmentConfig
+
 __all__ = [
     "AugmentSection",
     "DataSection",
@@ -43,9 +46,18 @@ class ModelSection(_Section):
 
 
 class AugmentSection(_Section):
+    """Augmentation of the MAE methods' patches: the probabilities of
+    :class:`medssl.transforms.ssl.AugmentConfig` (same defaults; no gamma or noise)."""
+
     flip_prob: float = Field(0.5, ge=0, le=1)
     affine_prob: float = Field(0.0, ge=0, le=1)
     intensity_prob: float = Field(0.2, ge=0, le=1)
+
+    def augment_config(self) -> AugmentConfig:
+        """These settings as the augmentation's configuration."""
+        from medssl.transforms.ssl import AugmentConfig
+
+        return AugmentConfig(**self.model_dump())
 
 
 class DataSection(_Section):
@@ -97,6 +109,16 @@ class ViewsSection(_Section):
     intensity_prob: float = Field(0.8, ge=0, le=1)
     gamma_prob: float = Field(0.5, ge=0, le=1)
     noise_prob: float = Field(0.5, ge=0, le=1)
+
+    def augment_config(self, aligned: bool) -> AugmentConfig:
+        """The views' augmentation (``jitter`` is the view sampler's, not in it); ``aligned``
+        views are not flipped or warped (their voxels must correspond)."""
+        from medssl.transforms.ssl import AugmentConfig
+
+        probs = self.model_dump(exclude={"jitter"})
+        if aligned:
+            probs.update(flip_prob=0.0, affine_prob=0.0)
+        return AugmentConfig(**probs)
 
 
 class TrainSection(_Section):

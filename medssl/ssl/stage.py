@@ -18,7 +18,7 @@ from medssl.data.volumes import CachedVolume, Preprocessing
 from medssl.models.checkpoint_meta import PretrainMeta
 from medssl.models.unet import build_network
 from medssl.ssl.config import PretrainConfig
-from medssl.transforms.ssl import AugmentConfig, ssl_augmentation
+from medssl.transforms.ssl import ssl_augmentation
 
 __all__ = ["Stage", "StageContext", "base_meta", "network"]
 
@@ -80,17 +80,7 @@ class StageContext:
     def view_transform(self, aligned: bool) -> Any:
         """The ``views`` augmentation; ``aligned`` views are not flipped or warped (their
         voxels must correspond)."""
-        v = self.cfg.views
-        return ssl_augmentation(
-            AugmentConfig(
-                flip_prob=0.0 if aligned else v.flip_prob,
-                affine_prob=0.0 if aligned else v.affine_prob,
-                intensity_prob=v.intensity_prob,
-                gamma_prob=v.gamma_prob,
-                noise_prob=v.noise_prob,
-            ),
-            self.dims,
-        )
+        return ssl_augmentation(self.cfg.views.augment_config(aligned), self.dims)
 
 
 def base_meta(method: str, cfg: PretrainConfig, plans: dict) -> PretrainMeta:

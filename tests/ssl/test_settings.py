@@ -85,3 +85,20 @@ def test_the_metrics_log_drops_rows_past_the_checkpoint_on_resume(tmp_path):
     quiet.log(1, {"x": 1.0})  # other ranks log nothing
     quiet.close()
     assert not (tmp_path / "other").exists()
+
+
+def test_the_augmentation_sections_become_the_augmentation_config():
+    from dataclasses import asdict, fields
+
+    from medssl.ssl.config import AugmentSection, ViewsSection
+    from medssl.transforms.ssl import AugmentConfig
+
+    defaults = asdict(AugmentConfig())
+    patch = AugmentSection().augment_config()
+    assert {k: defaults[k] for k in AugmentSection.model_fields} == AugmentSection().model_dump()
+    assert asdict(patch) == defaults  # no gamma or noise on MAE patches
+    views = ViewsSection(flip_prob=0.3, affine_prob=0.2, noise_prob=0.1)
+    free, aligned = asdict(views.augment_config(False)), asdict(views.augment_config(True))
+    assert {f.name for f in fields(AugmentConfig)} == set(views.model_fields) - {"jitter"}
+    assert free == views.model_dump(exclude={"jitter"})
+    assert aligned == {**free, "flip_prob": 0.0, "affine_prob": 0.0}

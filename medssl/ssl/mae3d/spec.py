@@ -77,7 +77,7 @@ def build(ctx: StageContext) -> list[Stage]:
 
     from medssl.data.patches import PatchDataset
     from medssl.ssl.stage import Stage
-    from medssl.transforms.ssl import AugmentConfig, ssl_augmentation
+    from medssl.transforms.ssl import ssl_augmentation
 
     cfg = ctx.cfg
     objective, meta = build_objective(ctx.method, cfg, ctx.plans)
@@ -88,7 +88,7 @@ def build(ctx: StageContext) -> list[Stage]:
         preprocessing=base.preprocessing,
         data_volumes=base.data_volumes,
     )
-    augment = ssl_augmentation(AugmentConfig(**cfg.data.augment.model_dump()), ctx.dims)
+    augment = ssl_augmentation(cfg.data.augment.augment_config(), ctx.dims)
     dataset = PatchDataset(
         ctx.volumes,
         ctx.patch,
