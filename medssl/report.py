@@ -18,6 +18,7 @@ from typing import Any
 from medssl import __version__
 from medssl.denoise.record import JobRecord
 from medssl.io.atomic import atomic_file
+from medssl.transforms.windows import SOFT_TISSUE
 
 __all__ = ["denoise_section", "finetune_section", "pretrain_section", "write_report"]
 
@@ -128,7 +129,7 @@ def denoise_section(job_dirs: Sequence[Path]) -> str:
         figures = "".join(
             f"<figure>{_img(path)}<figcaption>{caption}</figcaption></figure>"
             for name, caption in (
-                ("noisy", "input (middle slice, W 400 L 40)"),
+                ("noisy", f"input (middle slice, {SOFT_TISSUE.label()})"),
                 ("denoised", "denoised"),
                 ("sigma_r", "range sigma map, last stage"),
             )

@@ -11,7 +11,8 @@ import typer
 from medssl.cli._console import out
 from medssl.cli.info import _volume_table
 from medssl.data import SAMPLES, fetch
-from medssl.io import Volume, claim_folder, read_volume, write_volume
+from medssl.io import Volume, atomic_file, claim_folder, read_volume, write_volume
+from medssl.transforms.windows import SOFT_TISSUE
 
 __all__ = ["demo"]
 
@@ -147,11 +148,12 @@ def _quarter_dose_check(volume: Volume, output: Path, z: int = 24) -> None:
         )
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
     for ax, (name, img) in zip(axes, [*rows, ("reference", pair.reference)], strict=True):
-        ax.imshow(img, cmap="gray", vmin=-160, vmax=240)
+        ax.imshow(img, cmap="gray", vmin=SOFT_TISSUE.low, vmax=SOFT_TISSUE.high)
         ax.set_title(name)
         ax.axis("off")
     fig.tight_layout()
     path = output / f"quarter_dose_z{z}.png"
-    fig.savefig(path, dpi=60)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=60, format="png")
     plt.close(fig)
     out.print(f"wrote {path}")
