@@ -67,3 +67,16 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(medssl, tmp_path, collect
     assert message in r.stderr
     assert "Traceback" not in r.output
     assert not (tmp_path / "run").exists()
+
+
+def test_steps_replaces_the_recipes_steps_and_cannot_change_a_resumed_run(
+    medssl, tmp_path, collection, config
+):
+    run = tmp_path / "run"
+    r = medssl("pretrain", "-m", "mae", "-c", config, "-d", collection, "-o", run, "--steps", "1")
+    assert r.code == 0 and "finished at step 1" in r.stdout, r.output
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert recorded["train"]["steps"] == 1  # the recipe file says 2
+    assert yaml.safe_load(config.read_text())["train"]["steps"] == 2
+    r = medssl("pretrain", "-m", "mae", "-o", run, "--resume", "--steps", "3")
+    assert r.code == 2 and "--steps cannot change a resumed run" in r.stderr, r.output

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from medssl.errors import InputError
-from medssl.ssl.engine import EngineConfig, fit, load_checkpoint, lr_factor
+from medssl.ssl.config import TrainSection
+from medssl.ssl.engine import fit, load_checkpoint, lr_factor
 from medssl.ssl.pretrain import pretrain
 from tests.ssl.volumes import TINY_CONFIG, write_collection
 
@@ -86,14 +87,14 @@ def test_validation_loss_is_logged(tmp_path, collection):
 
 
 def test_lr_schedule_warms_up_then_decays():
-    cfg = EngineConfig(steps=100, warmup_steps=10, schedule="cosine")
+    cfg = TrainSection(steps=100, warmup_steps=10, schedule="cosine")
     assert lr_factor(0, cfg) == pytest.approx(0.1)
     assert lr_factor(9, cfg) == pytest.approx(1.0)
     assert lr_factor(55, cfg) == pytest.approx(0.5)
     assert lr_factor(99, cfg) == pytest.approx(
         0.5 * (1 + torch.cos(torch.tensor(89 / 90 * 3.14159265)).item()), abs=1e-6
     )
-    poly = EngineConfig(steps=100, warmup_steps=0, schedule="poly")
+    poly = TrainSection(steps=100, warmup_steps=0, schedule="poly")
     assert lr_factor(50, poly) == pytest.approx(0.5**0.9)
 
 
@@ -109,7 +110,7 @@ class _Diverging(torch.nn.Module):
 def test_a_non_finite_loss_stops_with_a_clear_error(tmp_path):
     loader = lambda start: ({"x": torch.zeros(1)} for _ in range(3))  # noqa: E731
     with pytest.raises(FloatingPointError, match="learning rate"):
-        fit(_Diverging(), loader, EngineConfig(steps=3), tmp_path, verbose=False)
+        fit(_Diverging(), loader, TrainSection(steps=3), tmp_path, verbose=False)
 
 
 @pytest.mark.parametrize("method", ["mae", "s3d"])
