@@ -88,8 +88,9 @@ def _cached(patch_spacing: float = 1.5):
     from medssl.ssl.config import load_config
     from medssl.ssl.pretrain import prepare_volumes
 
-    cfg = load_config(_config())
-    cfg.data.target_spacing = [patch_spacing] * 3
+    raw = _config()
+    raw["data"]["target_spacing"] = [patch_spacing] * 3  # the recipe itself is frozen
+    cfg = load_config(raw)
     vols, _ = prepare_volumes(_paths(TRAIN), cfg, None, workers=2)
     return vols
 
