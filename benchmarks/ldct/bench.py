@@ -12,6 +12,9 @@ Commands (run from the repository root with the project's environment)::
     .venv/bin/python benchmarks/ldct/bench.py noise                  # noise correlation
     .venv/bin/python benchmarks/ldct/bench.py kernels                # true noise per kernel
     .venv/bin/python benchmarks/ldct/bench.py kernels-report         # its tables (stdout)
+    .venv/bin/python benchmarks/ldct/bench.py kernel-quality         # quality per kernel
+    .venv/bin/python benchmarks/ldct/bench.py bm3d-report            # BM3D baselines per kernel
+    .venv/bin/python benchmarks/ldct/bench.py bm3d-check             # BM3D's PSD scale
     .venv/bin/python benchmarks/ldct/bench.py standard               # real standard dose
     .venv/bin/python benchmarks/ldct/bench.py standard-report        # its table (stdout)
     .venv/bin/python benchmarks/ldct/bench.py figure                 # figure.png
@@ -35,6 +38,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -44,7 +48,7 @@ sys.path.insert(0, str(HERE))
 
 from cases import DOSES, Case, load_cases  # noqa: E402
 from standard import add_standard_commands, cmd_standard, cmd_standard_report  # noqa: E402
-from truth import noise_truth  # noqa: E402
+from truth import noise_truth, true_psd  # noqa: E402
 
 from medssl.denoise.baselines.gaussian import gaussian_denoise, oracle_search  # noqa: E402
 from medssl.denoise.baselines.zsn2n import zsn2n_denoise  # noqa: E402
@@ -100,11 +104,36 @@ def _gauss_oracle(case: Case, seed: int) -> np.ndarray:
     return gaussian_denoise(case.noisy, best)
 
 
-def _bm3d(case: Case, sigma_hu: float) -> np.ndarray:
+def _bm3d_module() -> ModuleType:
     import bm3d
 
-    out = bm3d.bm3d(case.noisy.astype(np.float64) / BM3D_SCALE, sigma_hu / BM3D_SCALE)
+    if not hasattr(np, "trapz"):  # bm4d 4.2.5 (bm3d's engine) calls np.trapz, gone in numpy 2
+        np.trapz = np.trapezoid  # type: ignore[attr-defined]
+    return bm3d
+
+
+def _bm3d(case: Case, sigma_hu: float) -> np.ndarray:
+    out = _bm3d_module().bm3d(case.noisy.astype(np.float64) / BM3D_SCALE, sigma_hu / BM3D_SCALE)
     return np.asarray(out, dtype=np.float64) * BM3D_SCALE
+
+
+def _bm3d_psd(case: Case, psd_hu2: np.ndarray) -> np.ndarray:
+    """BM3D for correlated noise, given the noise PSD on the image grid.
+
+    ``psd_hu2`` is in the form of ``NoiseModel.psd`` (numpy FFT order, mean = the noise
+    variance in HU²). The bm3d package wants ``E|fft2(noise)|²`` of the image it denoises
+    (mean = variance x pixel count: a scalar ``sigma`` becomes ``sigma² * z.size`` in every bin,
+    bm4d's ``bm4d``), and the image is in HU / BM3D_SCALE, hence the factor
+    ``z.size / BM3D_SCALE²`` (checked on Gaussian-filtered noise of known PSD, RESULTS.md).
+
+    Shape:
+        ``psd_hu2``: ``case.noisy.shape``; returns ``case.noisy.shape`` (HU).
+    """
+    z = case.noisy.astype(np.float64) / BM3D_SCALE
+    if psd_hu2.shape != z.shape:
+        raise ValueError(f"PSD shape {psd_hu2.shape} != image shape {z.shape}")
+    psd = np.asarray(psd_hu2, dtype=np.float64) * (z.size / BM3D_SCALE**2)
+    return np.asarray(_bm3d_module().bm3d(z, psd), dtype=np.float64) * BM3D_SCALE
 
 
 def _bm3d_blind(case: Case, seed: int) -> np.ndarray:
@@ -118,8 +147,82 @@ def _bm3d_oracle(case: Case, seed: int) -> np.ndarray:
     return _bm3d(case, best)
 
 
+def _bm3d_oracle_coarse(case: Case, seed: int) -> tuple[np.ndarray, dict]:
+    """``bm3d_oracle`` with a coarser search: 5 sigmas from 5 to 300 HU, then 3 golden-section
+    steps (10 BM3D calls; ``bm3d_oracle`` makes 15), the best output kept."""
+    outs: dict[float, np.ndarray] = {}
+
+    def score(sigma: float) -> float:
+        outs[sigma] = _bm3d(case, sigma)
+        return psnr(outs[sigma], case.reference)
+
+    best, _ = oracle_search(score, 5.0, 300.0, coarse=5, refine=3)
+    return outs[best], {"sigma_hu": round(float(best), 2)}
+
+
+def cmd_bm3d_check(args: argparse.Namespace) -> None:
+    """The PSD scale of ``_bm3d_psd``, checked on a piecewise-constant phantom (discs and a
+    bar, -200 to 500 HU, 256²) plus circularly Gaussian-filtered white noise of SD 50 HU and a
+    known PSD: RMSE (HU) of BM3D given a scalar sigma, the true PSD in ``_bm3d_psd``'s form,
+    that PSD times 1/N (the "mean = variance" reading: too weak), times 1/4 and 4, and a flat
+    PSD of the same variance (must equal the scalar sigma on white noise)."""
+    from scipy import ndimage
+
+    n, sd = 256, 50.0
+    yy, xx = np.mgrid[:n, :n]
+    img = np.zeros((n, n))
+    for cy, cx, r, v in ((80, 80, 40, 300.0), (170, 150, 60, -200.0), (60, 190, 25, 500.0)):
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = v
+    img[200:240, 20:100] = 150.0
+    delta = np.zeros((n, n))
+    delta[0, 0] = 1.0
+    rng = np.random.default_rng(0)
+    head = "| noise filter (px) | noisy | scalar sigma | true PSD | PSD / N | PSD / 4 | PSD x 4 |"
+    print(head + " flat PSD |")
+    print("|---|---|---|---|---|---|---|---|")
+    for filt in (0.0, 1.0, 2.0):
+        kernel = np.fft.fft2(ndimage.gaussian_filter(delta, filt, mode="wrap"))
+        noise = np.real(np.fft.ifft2(np.fft.fft2(rng.standard_normal((n, n))) * kernel))
+        noise *= sd / noise.std()
+        psd = np.abs(kernel) ** 2
+        psd *= sd**2 / psd.mean()  # mean = variance (HU²), NoiseModel.psd's form
+        case = Case("check", n, 1.0, "quarter", img + noise, img)
+        outs = [
+            case.noisy,
+            _bm3d(case, sd),
+            _bm3d_psd(case, psd),
+            _bm3d_psd(case, psd / psd.size),
+            _bm3d_psd(case, psd / 4),
+            _bm3d_psd(case, psd * 4),
+            _bm3d_psd(case, np.full(psd.shape, sd**2)),
+        ]
+        cells = " | ".join(f"{np.sqrt(np.mean((o - img) ** 2)):.1f}" for o in outs)
+        print(f"| {filt:g} | {cells} |", flush=True)
+
+
+def _bm3d_psd_estimated(case: Case, seed: int) -> tuple[np.ndarray, dict]:
+    """BM3D given the noise PSD that medssl's noise model estimates from the noisy slice
+    (``estimate_noise_model``); blind BM3D where it finds no homogeneous tissue."""
+    from medssl.denoise.noise_model import estimate_noise_model
+
+    model = estimate_noise_model(case.noisy, (case.pixel_mm, case.pixel_mm))
+    if model.patches == 0 or model.sd_hu <= 0:
+        return _bm3d_blind(case, seed), {"fallback": True}
+    info = {"fallback": False, "noise_sd_hu": round(float(model.sd_hu), 3)}
+    return _bm3d_psd(case, model.psd(case.noisy.shape)), info
+
+
+def _bm3d_oracle_psd(case: Case, seed: int) -> tuple[np.ndarray, dict]:
+    """BM3D given the PSD of the true noise ``noisy - reference`` (``truth.true_psd``): one
+    call, the oracle for correlated noise (the scalar ``bm3d_oracle`` takes ~12 calls)."""
+    psd = true_psd(case.noisy, case.reference)
+    return _bm3d_psd(case, psd), {"noise_sd_hu": round(float(np.sqrt(psd.mean())), 3)}
+
+
 # name -> (function, seeded)
-METHODS: dict[str, tuple[Callable[[Case, int], np.ndarray], bool]] = {
+# a method may return (image, extra row fields)
+Method = Callable[[Case, int], "np.ndarray | tuple[np.ndarray, dict]"]
+METHODS: dict[str, tuple[Method, bool]] = {
     "medssl": (_f2n("medssl"), True),
     # the default before the noise model (pixel-pair noise level, no edge noise floor)
     "medssl_v1": (_f2n("medssl", noise_estimate="pixel_pairs", edge_noise_floor=0.0), True),
@@ -129,6 +232,9 @@ METHODS: dict[str, tuple[Callable[[Case, int], np.ndarray], bool]] = {
     "zsn2n": (_zsn2n, False),
     "bm3d_blind": (_bm3d_blind, False),
     "bm3d_oracle": (_bm3d_oracle, False),
+    "bm3d_oracle_coarse": (_bm3d_oracle_coarse, False),
+    "bm3d_psd": (_bm3d_psd_estimated, False),
+    "bm3d_oracle_psd": (_bm3d_oracle_psd, False),
     "gauss_1px": (_gauss_fixed, False),
     "gauss_oracle": (_gauss_oracle, False),
     "noisy": (lambda c, s: c.noisy, False),
@@ -161,17 +267,18 @@ def _done() -> set[tuple]:
     }
 
 
-def _record(
-    path: Path, row: dict, method: Callable[[Case, int], np.ndarray], case: Case, seed: int = 0
-) -> None:
-    """Time ``method(case, seed)``, score its output and append ``row`` with the seconds and
-    the scores to ``path`` (and print it)."""
+def _record(path: Path, row: dict, method: Method, case: Case, seed: int = 0) -> None:
+    """Time ``method(case, seed)``, score its output and append ``row`` with the seconds, the
+    scores and the method's extra fields (if it returns ``(image, dict)``) to ``path`` (and
+    print it)."""
     t0 = time.perf_counter()
     out = method(case, seed)
+    out, extra = out if isinstance(out, tuple) else (out, {})
     row = {
         **row,
         "seconds": round(time.perf_counter() - t0, 3),
         **{k: round(v, 4) for k, v in _scores(out, case).items()},
+        **extra,
     }
     _append(path, row)
     print(json.dumps(row), flush=True)
@@ -413,20 +520,137 @@ def cmd_kernels(args: argparse.Namespace) -> None:
     tmp.replace(KERNELS_FILE)
 
 
-def cmd_kernel_quality(args: argparse.Namespace) -> None:
-    """PSNR/SSIM per reconstruction kernel (results.jsonl rows of ``run --kernels``): the
-    mean over the cases, the cases below the fixed 1-pixel Gaussian, and the margin over
-    the oracle Gaussian; medssl's own rows use seed 0 unless ``--all-seeds``."""
+def _kernel_rows(
+    dose: str, all_seeds: bool, path: Path = RESULTS
+) -> dict[tuple[str, str], dict[str, list[dict]]]:
+    """results.jsonl rows of one dose by ``(kernel, method)``, then case (the last row of each
+    (kernel, method, case, seed)); medssl's own rows seed 0 only unless ``all_seeds``."""
     rows = {}
-    for r in _load(RESULTS):
-        if r["dose"] != args.dose:
+    for r in _load(path):
+        if r["dose"] != dose:
             continue
-        if not args.all_seeds and r["method"] in ("medssl", "medssl_v1") and r["seed"] != 0:
+        if not all_seeds and r["method"] in ("medssl", "medssl_v1") and r["seed"] != 0:
             continue
         rows[(r.get("kernel", "ramp"), r["method"], r["case"], r["seed"])] = r
     by: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for (kernel, method, case, _), r in rows.items():
         by[(kernel, method)][case].append(r)
+    return by
+
+
+BM3D_CORE = ("noisy", "gauss_oracle", "bm3d_blind", "bm3d_psd", "bm3d_oracle_psd")
+SCALAR_ORACLES = ("bm3d_oracle", "bm3d_oracle_coarse")  # PSNR-searched sigma: slow, optional
+CEILINGS = ("bm3d_oracle_psd", *SCALAR_ORACLES)
+OPTIONAL = (*SCALAR_ORACLES, "medssl_v1", "medssl")  # shown where they cover the baselines' cases
+
+
+def cmd_bm3d_report(args: argparse.Namespace) -> None:
+    """BM3D baselines per reconstruction kernel beside medssl: mean PSNR / SSIM and seconds
+    over the cases that the baselines (``BM3D_CORE``) all ran on (a scalar oracle or medssl is
+    shown where it ran on all of them, else noted with its own cases), bm3d_psd per case, then
+    the issue's targets: medssl - bm3d_psd (>= +0.5 dB) and medssl's gap to each BM3D ceiling
+    at most half of the previous default's (``medssl_v1``)."""
+    by = _kernel_rows(args.dose, args.all_seeds, args.results)
+    kernels = [k for k in ("ramp", "shepp-logan", "cosine", "hann") if by[(k, "bm3d_psd")]]
+    order = (*BM3D_CORE, *SCALAR_ORACLES, "medssl_v1", "medssl")
+
+    def mean(kernel: str, m: str, cases: list[str], key: str = "psnr") -> float:
+        return float(np.mean([np.mean([r[key] for r in by[(kernel, m)][c]]) for c in cases]))
+
+    print(f"\n### {args.dose} dose: BM3D baselines per kernel, mean PSNR / SSIM (s / slice)\n")
+    print("| kernel | cases | " + " | ".join(order) + " |")
+    print("|---|---|" + "---|" * len(order))
+    shown: dict[str, tuple[list[str], list[str]]] = {}
+    notes = []
+    for kernel in kernels:
+        core = [m for m in BM3D_CORE if by[(kernel, m)]]
+        cases = sorted(set.intersection(*[set(by[(kernel, m)]) for m in core]))
+        methods = [m for m in order if cases and set(cases) <= set(by[(kernel, m)])]
+        for m in OPTIONAL:
+            part = sorted(set(cases) & set(by[(kernel, m)]))
+            if m not in methods and part:
+                notes.append(
+                    f"{kernel}: {m} on {len(part)} of the {len(cases)} cases: "
+                    f"{mean(kernel, m, part):.2f} dB against bm3d_psd "
+                    f"{mean(kernel, 'bm3d_psd', part):.2f} and bm3d_oracle_psd "
+                    f"{mean(kernel, 'bm3d_oracle_psd', part):.2f} on the same cases"
+                )
+        shown[kernel] = (methods, cases)
+        cells = []
+        for m in order:
+            if m not in methods or not cases:
+                cells.append("-")
+                continue
+            secs = "" if m == "noisy" else f" ({mean(kernel, m, cases, 'seconds'):.1f} s)"
+            cells.append(
+                f"{mean(kernel, m, cases):.2f} / {mean(kernel, m, cases, 'ssim'):.4f}{secs}"
+            )
+        print(f"| {kernel} | {len(cases)} | " + " | ".join(cells) + " |")
+    fallbacks = [
+        f"{k}/{c}"
+        for k in kernels
+        for c, rs in by[(k, "bm3d_psd")].items()
+        if any(r.get("fallback") for r in rs)
+    ]
+    print(f"\nbm3d_psd fell back to blind BM3D (no homogeneous tissue): {fallbacks or 'never'}")
+    for note in notes:
+        print(f"\n{note}")
+    print(
+        f"\n### {args.dose} dose: bm3d_psd PSNR per case (dB; medssl - bm3d_psd; noise SD of "
+        "the estimated PSD / of the true one, HU)\n"
+    )
+    print("| case | " + " | ".join(kernels) + " |")
+    print("|---|" + "---|" * len(kernels))
+    for c in sorted({c for k in kernels for c in by[(k, "bm3d_psd")]}):
+        cells = []
+        for k in kernels:
+            got, true = by[(k, "bm3d_psd")].get(c), by[(k, "bm3d_oracle_psd")].get(c)
+            if not got:
+                cells.append("-")
+                continue
+            cell = f"{got[0]['psnr']:.2f}"
+            if by[(k, "medssl")].get(c):
+                cell += f" ({by[(k, 'medssl')][c][0]['psnr'] - got[0]['psnr']:+.2f})"
+            if true and "noise_sd_hu" in got[0]:
+                cell += f"; {got[0]['noise_sd_hu']:.0f} / {true[0]['noise_sd_hu']:.0f}"
+            cells.append(cell)
+        print(f"| {c} | " + " | ".join(cells) + " |")
+    if args.dose != "quarter":
+        return
+    print(f"\n### {args.dose} dose: the issue's BM3D targets (dB, the cases above)\n")
+    print(
+        "| kernel | medssl - bm3d_psd (target >= +0.5) | met | ceiling | ceiling - medssl | "
+        "ceiling - medssl_v1 | ratio (target <= 0.5) | met |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for kernel in kernels:
+        methods, cases = shown[kernel]
+        if not cases or not {"medssl", "medssl_v1", "bm3d_psd"} <= set(methods):
+            continue
+        new = mean(kernel, "medssl", cases)
+        gain = new - mean(kernel, "bm3d_psd", cases)
+        for ceiling in (c for c in CEILINGS if c in methods):
+            top = mean(kernel, ceiling, cases)
+            gap, gap_v1 = top - new, top - mean(kernel, "medssl_v1", cases)
+            if gap_v1 <= 0:
+                ratio, met = "-", "yes" if gap <= 0 else "no"
+            else:
+                ratio, met = f"{gap / gap_v1:.2f}", "yes" if gap <= 0.5 * gap_v1 else "no"
+            print(
+                f"| {kernel} | {gain:+.2f} | {'yes' if gain >= 0.5 else 'no'} | {ceiling} | "
+                f"{gap:+.2f} | {gap_v1:+.2f} | {ratio} | {met} |"
+            )
+    print(
+        "\nratio: medssl's gap to the ceiling over medssl_v1's (the previous default); "
+        "<= 0.5 closes at least half of the gap."
+    )
+
+
+def cmd_kernel_quality(args: argparse.Namespace) -> None:
+    """PSNR/SSIM per reconstruction kernel (results.jsonl rows of ``run --kernels``): the
+    mean over the cases, the cases below the fixed 1-pixel Gaussian, and the margin over
+    the oracle Gaussian; medssl's own rows use seed 0 unless ``--all-seeds``."""
+    by = _kernel_rows(args.dose, args.all_seeds)
     methods = ["noisy", "gauss_1px", "gauss_oracle", "medssl_v1", "medssl"]
     print(f"\n### {args.dose} dose: mean over the cases (HU clipped to [-1000, 1000])\n")
     print("| kernel | cases | " + " | ".join(f"{m} PSNR / SSIM" for m in methods), end="")
@@ -806,6 +1030,13 @@ def main() -> None:
     kq = sub.add_parser("kernel-quality")
     kq.add_argument("--dose", default="quarter", choices=["quarter", "normal"])
     kq.add_argument("--all-seeds", action="store_true")
+    sub.add_parser("bm3d-check")
+    br = sub.add_parser("bm3d-report")
+    br.add_argument("--dose", default="quarter", choices=["quarter", "normal"])
+    br.add_argument("--all-seeds", action="store_true")
+    br.add_argument(
+        "--results", type=Path, default=RESULTS, help="Rows to read (default results.jsonl)."
+    )
     add_standard_commands(sub)
     args = ap.parse_args()
     {
@@ -820,6 +1051,8 @@ def main() -> None:
         "kernels": cmd_kernels,
         "kernels-report": cmd_kernels_report,
         "kernel-quality": cmd_kernel_quality,
+        "bm3d-report": cmd_bm3d_report,
+        "bm3d-check": cmd_bm3d_check,
         "standard": cmd_standard,
         "standard-report": cmd_standard_report,
     }[args.cmd](args)

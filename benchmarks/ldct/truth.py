@@ -28,6 +28,7 @@ __all__ = [
     "radial_autocorrelation",
     "soft_tissue_mask",
     "true_noise_sd",
+    "true_psd",
 ]
 
 BODY_HU = -500.0
@@ -35,6 +36,7 @@ SOFT_TISSUE_HU = (-150.0, 200.0)
 SMOOTH_PX = 1.0
 ERODE_PX = 3
 MAX_LAG_PX = 24
+PSD_MAX_LAG_PX = 16
 
 
 class _Simulated(Protocol):
@@ -147,3 +149,27 @@ def noise_truth(noisy: np.ndarray, reference: np.ndarray) -> NoiseTruth:
 def true_noise_sd(case: _Simulated) -> float:
     """The true noise SD (HU) in the soft tissue of a benchmark case (``cases.Case``)."""
     return noise_truth(case.noisy, case.reference).soft_sd_hu
+
+
+def true_psd(noisy: np.ndarray, reference: np.ndarray, max_lag: int = PSD_MAX_LAG_PX) -> np.ndarray:
+    """The power spectral density of the true noise ``noisy - reference`` on the image grid:
+    the Fourier transform of its :func:`autocorrelation` in soft tissue (lags up to
+    ``max_lag``, zero beyond; negative bins clipped to 0), scaled so that its mean is the
+    noise variance in soft tissue (HU²), as ``NoiseModel.psd`` of ``medssl.denoise.noise_model``.
+
+    Shape:
+        noisy, reference: ``(H, W)`` with ``H, W > 2 * max_lag``; returns ``(H, W)``, numpy FFT
+        order (DC at ``[0, 0]``).
+    """
+    e = np.asarray(noisy, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    soft = soft_tissue_mask(reference)
+    if not soft.any():
+        raise ValueError("no soft tissue in the reference: the true noise is not measured")
+    h, w = e.shape
+    if min(h, w) <= 2 * max_lag:
+        raise ValueError(f"image {e.shape} too small for lags up to {max_lag}")
+    lags = np.arange(-max_lag, max_lag + 1)
+    acf = np.zeros((h, w))
+    acf[np.ix_(lags % h, lags % w)] = autocorrelation(e, soft, max_lag)
+    psd = np.maximum(np.real(np.fft.fft2(acf)), 0.0)
+    return psd * (float(e[soft].var()) / max(float(psd.mean()), 1e-12))

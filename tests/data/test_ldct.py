@@ -185,3 +185,36 @@ def test_soft_tissue_mask_keeps_away_from_air_lung_and_bone(truth):
     assert not body[0].any()
     near = ndimage.binary_dilation((hu != 40.0), iterations=truth.ERODE_PX)
     assert not (soft & near).any()
+
+
+def test_true_psd_matches_the_spectrum_of_filtered_noise(truth):
+    from scipy import ndimage
+
+    n = 128
+    rng = np.random.default_rng(1)
+    white = rng.normal(size=(n, n))
+    reference = np.full((n, n), -1000.0)
+    reference[8:120, 8:120] = 40.0
+    soft = truth.soft_tissue_mask(reference)
+    fy, fx = np.abs(np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
+    f = np.hypot(fy, fx)
+    delta = np.zeros((n, n))
+    delta[0, 0] = 1.0
+    # circular filtering along x only (sigma 1.5 px): the power falls with fx, not with fy
+    for sigma in ((1.0, 1.0), (0.0, 1.5), (0.0, 0.0)):
+        kernel = np.fft.fft2(ndimage.gaussian_filter(delta, sigma, mode="wrap"))
+        noise = np.real(np.fft.ifft2(np.fft.fft2(white) * kernel))
+        noise *= 25.0 / noise[soft].std()
+        psd = truth.true_psd(reference + noise, reference)
+        assert psd.shape == (n, n) and psd.min() >= 0.0
+        assert psd.mean() == pytest.approx(noise[soft].var(), rel=1e-6)
+        want = np.abs(kernel) ** 2
+        want *= psd.mean() / want.mean()
+        for lo, hi in ((0.0, 0.1), (0.1, 0.2), (0.2, 0.3)):
+            for axis in (fy, fx):  # bands of vertical, then horizontal frequency
+                band = (axis >= lo) & (axis < hi) & (f < 0.3)
+                # where the power is ~0, the clipped estimation noise (~5 % of the mean) is left
+                expect = pytest.approx(want[band].mean(), rel=0.15, abs=0.05 * psd.mean())
+                assert psd[band].mean() == expect
+    # the last draw was white: a flat spectrum
+    assert psd[f < 0.1].mean() == pytest.approx(psd[f > 0.4].mean(), rel=0.15)
