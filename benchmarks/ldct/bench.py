@@ -47,7 +47,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from cases import DOSES, Case, load_cases  # noqa: E402
-from standard import add_standard_commands, cmd_standard, cmd_standard_report  # noqa: E402
+from standard import (  # noqa: E402
+    add_standard_commands,
+    cmd_nps_figure,
+    cmd_standard,
+    cmd_standard_report,
+)
 from truth import noise_truth, true_psd  # noqa: E402
 
 from medssl.denoise.baselines.gaussian import gaussian_denoise, oracle_search  # noqa: E402
@@ -1055,6 +1060,7 @@ def main() -> None:
         "bm3d-check": cmd_bm3d_check,
         "standard": cmd_standard,
         "standard-report": cmd_standard_report,
+        "nps-figure": cmd_nps_figure,
     }[args.cmd](args)
 
 

@@ -114,8 +114,9 @@ class NoiseModel:
 
     def psd(self, shape: tuple[int, int]) -> np.ndarray:
         """The noise power spectral density on an image grid of ``shape`` (numpy FFT order),
-        scaled so that its mean is the noise variance (HU²): the form BM3D's colour-noise
-        interface takes (``psd / 1000²`` for images in HU / 1000)."""
+        scaled so that its mean is the noise variance (HU²). (The ``bm3d`` package wants
+        ``E|fft2(noise)|²``, whose mean is the variance times the pixel count: pass
+        ``psd * H * W / 1000²`` for images in HU / 1000; ``benchmarks/ldct`` checks this.)"""
         centred = np.fft.fftshift(self.nps)
         zoom = (shape[0] / self.patch, shape[1] / self.patch)
         big = ndimage.zoom(centred, zoom, order=1, mode="grid-wrap", grid_mode=True)
