@@ -1,16 +1,18 @@
 # The two commands of the README:
 #   make demo   - runs medssl on built-in real sample data (fetched and cached on first use)
-#   make test   - runs the default test suite (everything but the `slow` and `cuda` markers),
-#                 one pytest worker per core
+#   make test   - runs the default test suite (everything but the `slow`, `cuda` and `e2e`
+#                 markers), one pytest worker per core
+# CI (.ci/run) runs `make test`, then `make test-e2e` (the long end-to-end runs).
 # Both create the environment in .venv when it is missing and reuse it otherwise.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medssl-installed
-TEST_MARKERS := not slow and not cuda
+TEST_MARKERS := not slow and not cuda and not e2e
+E2E_MARKERS := e2e and not slow and not cuda
 
-.PHONY: demo test lint format env clean-env
+.PHONY: demo test test-e2e lint format env clean-env
 
 demo: $(STAMP)
 	$(BIN)/medssl demo
@@ -19,6 +21,9 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -m "$(TEST_MARKERS)" -n auto
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -m "$(E2E_MARKERS)" -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

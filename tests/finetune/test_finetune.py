@@ -225,6 +225,7 @@ def test_a_checkpoint_saved_from_a_real_gpu_loads_on_a_cpu_only_process(tmp_path
 # ---- nnU-Net end to end --------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_checkpoint_to_dice_through_nnunets_commands(medssl, pretrained, labelled, tmp_path):
     img, lab = labelled
     export = tmp_path / "mae.pth"
@@ -280,6 +281,7 @@ def test_checkpoint_to_dice_through_nnunets_commands(medssl, pretrained, labelle
     assert r.code == 2 and "other settings" in r.stderr
 
 
+@pytest.mark.e2e
 def test_a_checkpoint_that_does_not_fit_is_refused_before_training(medssl, labelled, tmp_path):
     img, lab = labelled
     foreign = tmp_path / "foreign.pth"  # an nnU-Net checkpoint of another network, no plans

@@ -16,6 +16,7 @@ from tests.ops.conftest import random_problem
 
 
 @pytest.mark.nvcc
+@pytest.mark.e2e
 def test_nvcc_compiles_and_registers_the_cuda_kernel(tmp_path):
     """Compile the CUDA sources (one architecture, to keep CI short) and load the library in a
     fresh process: it registers CUDA kernels for both ops, with or without a GPU."""

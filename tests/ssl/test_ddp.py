@@ -40,6 +40,7 @@ def _assert_same_weights(tmp_path):
 
 @pytest.mark.ddp
 @pytest.mark.parametrize("method", ["s3d"])
+@pytest.mark.e2e
 def test_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path, method):
     data, cfg, config = _setup(tmp_path, steps=3)
 
@@ -61,6 +62,7 @@ def test_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path, meth
 
 
 @pytest.mark.ddp
+@pytest.mark.e2e
 def test_two_nodes_through_torchruns_rendezvous_match_one_process(tmp_path):
     """Multi-node as on a cluster (examples/slurm/pretrain-multinode.sbatch): two torchrun
     launchers, one process each, meet through the c10d rendezvous on localhost (gloo)."""
