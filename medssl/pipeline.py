@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -48,7 +48,23 @@ from medssl.io import (
 )
 from medssl.ssl.settings import PretrainSettings
 
-__all__ = ["STAGES", "PipelineSpec", "check_pipeline", "load_pipeline", "run_pipeline"]
+__all__ = [
+    "OUTPUTS",
+    "STAGES",
+    "DenoiseOutputs",
+    "ExportOutputs",
+    "FinetuneOutputs",
+    "LoadOutputs",
+    "PipelineSpec",
+    "PredictOutputs",
+    "PretrainOutputs",
+    "ReportOutputs",
+    "StageOutputs",
+    "check_pipeline",
+    "load_pipeline",
+    "run_pipeline",
+    "stage_outputs",
+]
 
 log = logging.getLogger(__name__)
 STAGES = ("load", "denoise", "pretrain", "export", "finetune", "predict", "report")
@@ -178,9 +194,85 @@ class FinetuneStage(FinetuneSettings):
         return FinetuneSettings(**values)
 
 
+class StageOutputs:
+    """What a stage hands on to the stages after it: ``pipeline.json``'s ``outputs`` of the stage.
+
+    Each stage has a frozen dataclass of this kind; :meth:`to_dict` writes the JSON record
+    (tuples as lists) and :meth:`from_dict` reads a record of any version (unknown keys are
+    ignored, missing optional ones take their defaults).
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record of the outputs."""
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in fields(self)  # type: ignore[arg-type]
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Any:
+        """The outputs of a ``pipeline.json`` record."""
+        known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+        values = {}
+        for name, value in record.items():
+            if name in known:
+                values[name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class FinetuneOutputs:
-    """What the finetune stage hands on (``pipeline.json``'s ``outputs`` of the stage).
+class LoadOutputs(StageOutputs):
+    """The load stage's inputs, resolved.
+
+    Attributes:
+        inputs: The input folders and files (``sample:`` names resolved to their paths).
+        series: How many series (or volume files) the inputs hold.
+        credits: The attribution lines of the sample data used (for the report).
+    """
+
+    inputs: tuple[str, ...]
+    series: int = 0
+    credits: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DenoiseOutputs(StageOutputs):
+    """The denoise stage's batch output.
+
+    Attributes:
+        folder: The batch output folder (one sub-folder per series key).
+        studies: The keys of the series denoised.
+        skipped: The keys of the series skipped (retried by the next run).
+    """
+
+    folder: str
+    studies: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PretrainOutputs(StageOutputs):
+    """The pretrain stage's result.
+
+    Attributes:
+        checkpoint: The last checkpoint (``last.pt``) of the run.
+        step: The step it holds.
+    """
+
+    checkpoint: str
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class ExportOutputs(StageOutputs):
+    """The export stage's nnU-Net weights file (``weights``)."""
+
+    weights: str
+
+
+@dataclass(frozen=True)
+class FinetuneOutputs(StageOutputs):
+    """The finetune stage's run.
 
     Attributes:
         run: The fine-tuning run folder (its ``finetune.json``, model and predictions).
@@ -189,21 +281,41 @@ class FinetuneOutputs:
     """
 
     run: str
-    dice: dict[str, Any]
+    dice: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON record (the keys the stage wrote before it had this class)."""
-        return {"run": self.run, "dice": self.dice, "warnings": list(self.warnings)}
 
-    @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> FinetuneOutputs:
-        """The outputs of a ``pipeline.json`` record (any version: unknown keys ignored)."""
-        return cls(
-            run=str(record["run"]),
-            dice=dict(record.get("dice") or {}),
-            warnings=tuple(record.get("warnings") or ()),
-        )
+@dataclass(frozen=True)
+class PredictOutputs(StageOutputs):
+    """The predict stage's predictions (``folder``) and their Dice where labels were given."""
+
+    folder: str
+    dice: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ReportOutputs(StageOutputs):
+    """The report stage's HTML file (``report``)."""
+
+    report: str
+
+
+OUTPUTS: dict[str, type[StageOutputs]] = {
+    "load": LoadOutputs,
+    "denoise": DenoiseOutputs,
+    "pretrain": PretrainOutputs,
+    "export": ExportOutputs,
+    "finetune": FinetuneOutputs,
+    "predict": PredictOutputs,
+    "report": ReportOutputs,
+}
+
+
+def stage_outputs(done: dict[str, Any], name: str) -> Any:
+    """The typed outputs of stage ``name`` from ``pipeline.json``'s ``stages`` (None if absent)."""
+    if name not in done:
+        return None
+    return OUTPUTS[name].from_dict(done[name]["outputs"])
 
 
 class PredictStage(_Stage):
@@ -456,7 +568,7 @@ def _inputs(items: list[str]) -> list[Path]:
     return [_resolve(i) for i in items]
 
 
-def _stage_load(spec: PipelineSpec, out: Path, done: dict) -> dict:
+def _stage_load(spec: PipelineSpec, out: Path, done: dict) -> LoadOutputs:
     from medssl.denoise.batch import find_jobs
 
     assert spec.stages.load is not None
@@ -470,10 +582,10 @@ def _stage_load(spec: PipelineSpec, out: Path, done: dict) -> dict:
 
     names = {i[len("sample:") :].partition("/")[0] for i in spec.stages.load.input}
     credits = sorted({SAMPLES[n].attribution for n in names if n in SAMPLES})
-    return {"inputs": [str(p) for p in paths], "series": sum(counts.values()), "credits": credits}
+    return LoadOutputs(tuple(str(p) for p in paths), sum(counts.values()), tuple(credits))
 
 
-def _stage_denoise(spec: PipelineSpec, out: Path, done: dict) -> dict:
+def _stage_denoise(spec: PipelineSpec, out: Path, done: dict) -> DenoiseOutputs:
     from medssl.denoise.batch import SkippedSeries, parse_shard, run_batch
     from medssl.denoise.record import JobRecord
 
@@ -484,20 +596,18 @@ def _stage_denoise(spec: PipelineSpec, out: Path, done: dict) -> dict:
     shard = parse_shard(cfg.shard) if cfg.shard else None
     records: list[JobRecord] = []
     skipped: list[SkippedSeries] = []
-    for source in done["load"]["outputs"]["inputs"]:
+    for source in stage_outputs(done, "load").inputs:
         result = run_batch(source, out, settings, shard=shard, deidentify=deid)
         records += result.done
         skipped += result.skipped
     for s in skipped:
         log.warning("series %s skipped: %s", s.key, s.reason)
-    return {
-        "folder": str(out),
-        "studies": sorted(r.key for r in records),
-        "skipped": sorted(s.key for s in skipped),
-    }
+    return DenoiseOutputs(
+        str(out), tuple(sorted(r.key for r in records)), tuple(sorted(s.key for s in skipped))
+    )
 
 
-def _stage_pretrain(spec: PipelineSpec, out: Path, done: dict) -> dict:
+def _stage_pretrain(spec: PipelineSpec, out: Path, done: dict) -> PretrainOutputs:
     from medssl.ssl.pretrain import pretrain
 
     stage = spec.stages.pretrain
@@ -506,73 +616,70 @@ def _stage_pretrain(spec: PipelineSpec, out: Path, done: dict) -> dict:
     resume = (out / "run.json").is_file()
     if resume:  # the run goes on with its own recipe
         settings = settings.model_copy(update={"recipe": None})
-    data = None if resume else done["load"]["outputs"]["inputs"]
+    data = None if resume else list(stage_outputs(done, "load").inputs)
     result = pretrain(settings, data, out, resume=resume, verbose=False)
-    return {"checkpoint": str(result.checkpoint), "step": result.step}
+    return PretrainOutputs(str(result.checkpoint), result.step)
 
 
-def _stage_export(spec: PipelineSpec, out: Path, done: dict) -> dict:
+def _stage_export(spec: PipelineSpec, out: Path, done: dict) -> ExportOutputs:
     from medssl.finetune.nnunet import export_nnunet
 
     target = out / "pretrained.pth"
-    export_nnunet(done["pretrain"]["outputs"]["checkpoint"], target, overwrite=True)
-    return {"weights": str(target)}
+    export_nnunet(stage_outputs(done, "pretrain").checkpoint, target, overwrite=True)
+    return ExportOutputs(str(target))
 
 
-def _stage_finetune(spec: PipelineSpec, out: Path, done: dict) -> dict:
+def _stage_finetune(spec: PipelineSpec, out: Path, done: dict) -> FinetuneOutputs:
     from medssl.finetune.nnunet.run import finetune
 
     cfg = spec.stages.finetune
     assert cfg is not None
-    data = cfg.data or done["load"]["outputs"]["inputs"]
-    pretrained = done["export"]["outputs"]["weights"] if "export" in done else None
+    data = cfg.data or stage_outputs(done, "load").inputs
+    export = stage_outputs(done, "export")
+    pretrained = export.weights if export is not None else None
     settings = cfg.settings(
         _inputs(list(data)), _inputs(list(cfg.labels)), pretrained, spec.deidentify
     )
     result = finetune(settings, out, deidentify=_deidentifier(spec))
-    outputs = FinetuneOutputs(str(out), result.dice, tuple(result.warnings))
-    return outputs.to_dict()
+    return FinetuneOutputs(str(out), result.dice, tuple(result.warnings))
 
 
-def _stage_predict(spec: PipelineSpec, out: Path, done: dict) -> dict:
+def _stage_predict(spec: PipelineSpec, out: Path, done: dict) -> PredictOutputs:
     from medssl.finetune.nnunet.run import predict_cases
 
     cfg = spec.stages.predict
     assert cfg is not None
     images = [str(p.resolve()) for p in _inputs(cfg.input)]
     labels = [str(p.resolve()) for p in _inputs(cfg.labels)] if cfg.labels else None
-    run = Path(FinetuneOutputs.from_dict(done["finetune"]["outputs"]).run)
+    run = Path(stage_outputs(done, "finetune").run)
     dice = predict_cases(run, images, labels, out, deidentify=_deidentifier(spec))
-    return {"folder": str(out), "dice": dice}
+    return PredictOutputs(str(out), dice)
 
 
-def _stage_report(spec: PipelineSpec, out: Path, done: dict) -> dict:
+def _stage_report(spec: PipelineSpec, out: Path, done: dict) -> ReportOutputs:
     from medssl.report import denoise_section, finetune_section, pretrain_section, write_report
 
     sections = []
-    if "denoise" in done:
-        folder = Path(done["denoise"]["outputs"]["folder"])
-        sections.append(
-            denoise_section([folder / k for k in done["denoise"]["outputs"]["studies"]])
-        )
-    if "pretrain" in done:
-        sections.append(pretrain_section(Path(done["pretrain"]["outputs"]["checkpoint"]).parent))
-    if "finetune" in done:
-        sections.append(
-            finetune_section(FinetuneOutputs.from_dict(done["finetune"]["outputs"]).dice)
-        )
-    if "predict" in done and done["predict"]["outputs"]["dice"]:
-        dice = {"new images": done["predict"]["outputs"]["dice"]}
+    if (denoised := stage_outputs(done, "denoise")) is not None:
+        folder = Path(denoised.folder)
+        sections.append(denoise_section([folder / k for k in denoised.studies]))
+    if (pretrained := stage_outputs(done, "pretrain")) is not None:
+        sections.append(pretrain_section(Path(pretrained.checkpoint).parent))
+    if (finetuned := stage_outputs(done, "finetune")) is not None:
+        sections.append(finetune_section(finetuned.dice))
+    if (predicted := stage_outputs(done, "predict")) is not None and predicted.dice:
+        dice = {"new images": predicted.dice}
         sections.append(finetune_section(dice, "Prediction (nnU-Net v2): Dice per label"))
     title = (spec.stages.report.title if spec.stages.report else None) or (
         f"medssl pipeline {spec.name or ''}".strip()
     )
-    credits = done.get("load", {}).get("outputs", {}).get("credits") or []
+    loaded = stage_outputs(done, "load")
+    credits = list(loaded.credits) if loaded is not None else []
     path = write_report(out / "report.html", title, sections, credits=credits)
-    return {"report": str(path)}
+    return ReportOutputs(str(path))
 
 
-_RUNNERS: dict[str, Callable[[PipelineSpec, Path, dict], dict]] = {
+_RUNNERS: dict[str, Callable[[PipelineSpec, Path, dict], StageOutputs]] = {
     "load": _stage_load,
     "denoise": _stage_denoise,
     "pretrain": _stage_pretrain,
@@ -621,7 +728,7 @@ def run_pipeline(
             continue
         digest = _digest(cfg, spec.deidentify)
         prior = done.get(name)
-        incomplete = bool(prior and prior.get("outputs", {}).get("skipped"))
+        incomplete = bool(prior and getattr(stage_outputs(done, name), "skipped", ()))
         if (
             not rerun
             and name not in (force or [])
@@ -653,7 +760,7 @@ def run_pipeline(
             outputs = _RUNNERS[name](spec, out, done)
         done[name] = {
             "config": digest,
-            "outputs": outputs,
+            "outputs": outputs.to_dict(),
             "seconds": round(time.perf_counter() - t0, 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }

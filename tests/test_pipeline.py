@@ -196,3 +196,43 @@ def test_the_report_renders_in_headless_chromium(medssl, studies, tmp_path):
     assert pixels.shape == (900, 1100)
     assert pixels.std() > 20  # text and images, not a blank page
     assert (pixels < 30).mean() > 0.05  # the CT previews drew (dark air around the body)
+
+
+def test_each_stage_hands_on_typed_outputs_that_read_back_from_json():
+    from medssl.pipeline import (
+        OUTPUTS,
+        STAGES,
+        DenoiseOutputs,
+        ExportOutputs,
+        FinetuneOutputs,
+        LoadOutputs,
+        PredictOutputs,
+        PretrainOutputs,
+        ReportOutputs,
+        stage_outputs,
+    )
+
+    examples = [
+        LoadOutputs(("/in/a", "/in/b"), 3, ("credit",)),
+        DenoiseOutputs("/out/denoise", ("a", "b"), ("c",)),
+        PretrainOutputs("/out/pretrain/last.pt", 2),
+        ExportOutputs("/out/export/pretrained.pth"),
+        FinetuneOutputs("/out/finetune", {"validation": {"mean": {"x": 0.5}}}, ("w",)),
+        PredictOutputs("/out/predict", {"cases": {}}),
+        ReportOutputs("/out/report/report.html"),
+    ]
+    assert [OUTPUTS[name] for name in STAGES] == [type(e) for e in examples]
+    done = {}
+    for name, outputs in zip(STAGES, examples, strict=True):
+        record = json.loads(json.dumps(outputs.to_dict()))
+        assert all(not isinstance(v, tuple) for v in outputs.to_dict().values())
+        done[name] = {"outputs": {**record, "added_later": 1}}  # unknown keys are ignored
+        assert stage_outputs(done, name) == outputs
+    # the keys pipeline.json held before the stages had types
+    assert DenoiseOutputs("/o", ("a",), ()).to_dict() == {
+        "folder": "/o",
+        "studies": ["a"],
+        "skipped": [],
+    }
+    assert LoadOutputs.from_dict({"inputs": ["/in"], "series": 1}).credits == ()
+    assert stage_outputs({}, "export") is None

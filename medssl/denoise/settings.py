@@ -28,6 +28,8 @@ Left out of the digest, on purpose:
 from __future__ import annotations
 
 import hashlib
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,7 +40,44 @@ from medssl.io import canonical_settings
 if TYPE_CHECKING:
     from medssl.denoise.filter2noise import F2NConfig
 
-__all__ = ["OUTPUT_FIELDS", "PRESET_NAMES", "DenoiseSettings", "parse_settings"]
+__all__ = [
+    "OUTPUT_FIELDS",
+    "PRESET_NAMES",
+    "DenoiseSettings",
+    "is_roi_box",
+    "parse_settings",
+    "roi_identity",
+]
+
+_BOX = re.compile(r"^\s*(-?\d*:-?\d*)\s*(,\s*-?\d*:-?\d*\s*){2}$")
+
+
+def is_roi_box(spec: str) -> bool:
+    """Whether a ``roi`` is a box of voxel ranges ``"z0:z1,y0:y1,x0:x1"`` (a file of that name
+    wins)."""
+    return bool(_BOX.match(spec)) and not Path(spec).exists()
+
+
+def roi_identity(spec: str) -> str:
+    """What a ``roi`` contributes to the output settings: a box as written; a mask file or
+    folder by its content (``"mask sha256:<16 hex>"``, over the files' relative names and
+    bytes), so the same mask under another path gives the same UIDs, another mask under the
+    same path different ones, and no path enters a record. A path that does not exist (the
+    run refuses it) stays as written."""
+    path = Path(spec)
+    if is_roi_box(spec) or not path.exists():
+        return spec
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(f.relative_to(path).as_posix().encode() if f != path else b"")
+        h.update(b"\0")
+        with f.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return f"mask sha256:{h.hexdigest()[:16]}"
+
 
 #: The presets of :func:`medssl.denoise.filter2noise.preset` (kept here so that validating
 #: settings needs no torch; a test checks the two agree).
@@ -104,10 +143,12 @@ class DenoiseSettings(BaseModel):
     def output_settings(self) -> dict[str, Any]:
         """The settings that change the output (:data:`OUTPUT_FIELDS`) and the method's name:
         what the derived UIDs and the job records are made from. ``roi_factor`` counts only
-        with a ``roi``."""
+        with a ``roi``; a mask file counts by its content (:func:`roi_identity`)."""
         values = {name: getattr(self, name) for name in OUTPUT_FIELDS}
         if self.roi is None:
             values["roi_factor"] = None
+        else:
+            values["roi"] = roi_identity(self.roi)
         return {"method": self.METHOD, **values}
 
     def digest(self) -> str:

@@ -142,3 +142,30 @@ def test_the_pipeline_stage_embeds_the_settings_and_keeps_its_record_digest():
         DenoiseStage(strength=0.5)
     with pytest.raises(ValidationError, match="deidentify: not a key"):
         DenoiseStage(deidentify="shift")
+
+
+def test_a_roi_mask_counts_by_its_content_not_its_path(tmp_path):
+    """The same mask under two paths gives one digest; another mask under the same path another
+    digest; no path enters the output settings."""
+    a, b = tmp_path / "a" / "mask.nii.gz", tmp_path / "b" / "other.nii.gz"
+    for p in (a, b):
+        p.parent.mkdir()
+        p.write_bytes(b"mask bytes")
+    in_a, in_b = DenoiseSettings(roi=str(a)), DenoiseSettings(roi=str(b))
+    assert in_a.digest() == in_b.digest()
+    assert str(tmp_path) not in json.dumps(in_a.output_settings())
+    assert in_a.output_settings()["roi"].startswith("mask sha256:")
+    before = in_a.digest()
+    a.write_bytes(b"another mask")
+    assert DenoiseSettings(roi=str(a)).digest() != before
+    # a mask given as a folder (a DICOM series) counts by its files
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "1.dcm").write_bytes(b"one")
+    first = DenoiseSettings(roi=str(series)).digest()
+    (series / "2.dcm").write_bytes(b"two")
+    assert DenoiseSettings(roi=str(series)).digest() != first
+    # a box counts as written; a record's settings give back the same digest
+    assert DenoiseSettings(roi="0:1,0:5,0:5").output_settings()["roi"] == "0:1,0:5,0:5"
+    record = DenoiseSettings.from_record(in_b.output_settings())
+    assert record is not None and record.digest() == in_b.digest()

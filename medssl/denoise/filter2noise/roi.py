@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
+from medssl.denoise.settings import is_roi_box
 from medssl.errors import InputError
 from medssl.io import Volume, read_volume
 
 __all__ = ["parse_roi"]
-
-_BOX = re.compile(r"^\s*(-?\d*:-?\d*)\s*(,\s*-?\d*:-?\d*\s*){2}$")
 
 
 def parse_roi(spec: str, volume: Volume) -> np.ndarray:
@@ -25,7 +23,7 @@ def parse_roi(spec: str, volume: Volume) -> np.ndarray:
     Raises:
         InputError: Unreadable mask, another grid, an empty region or a malformed box.
     """
-    if _BOX.match(spec) and not Path(spec).exists():
+    if is_roi_box(spec):
         mask = np.zeros(volume.shape, dtype=bool)
         parts = []
         for part in spec.split(","):
