@@ -212,12 +212,10 @@ class StageOutputs:
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Any:
         """The outputs of a ``pipeline.json`` record."""
-        known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-        values = {}
-        for name, value in record.items():
-            if name in known:
-                values[name] = tuple(value) if isinstance(value, list) else value
-        return cls(**values)
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in known}
+        )
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def roi_identity(spec: str) -> str:
     same path different ones, and no path enters a record. A path that does not exist (the
     run refuses it) stays as written."""
     path = Path(spec)
-    if is_roi_box(spec) or not path.exists():
+    if not path.exists():  # a box, or a missing file
         return spec
     h = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
