@@ -38,6 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medssl.ssl import registry
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 WORK = Path(os.environ.get("MEDSSL_BENCH_DIR", Path.home() / ".cache" / "medssl" / "bench"))
@@ -49,7 +51,7 @@ PRETRAIN = {
     "brain1": "brain1_image.nrrd",
     "brain2": "brain2_image.nrrd",
 }
-METHODS = ("mae", "s3d", "contrastive", "graphmatch")
+METHODS = tuple(registry.method_names())
 BLOCK = 48
 TEST_BLOCKS = (1, 2, 4, 7)
 TRAIN_POOL = (0, 3, 5, 6)

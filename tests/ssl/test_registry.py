@@ -103,3 +103,15 @@ def test_the_registry_and_recipes_load_without_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("package", ["mae3d", "contrastive", "graphmatch"])
+def test_a_method_package_exports_each_name_from_where_it_is_defined(package):
+    import importlib
+
+    mod = importlib.import_module(f"medssl.ssl.{package}")
+    assert sorted(mod.__all__) == dir(mod) == sorted(mod._WHERE)
+    for name in mod.__all__:
+        assert getattr(mod, name) is vars(importlib.import_module(mod._WHERE[name]))[name]
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        mod.nothing  # noqa: B018

@@ -9,8 +9,9 @@ that the method registry can read ``medssl.ssl.contrastive.spec`` without loadin
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medssl.ssl.lazy import exports
 
 if TYPE_CHECKING:
     from medssl.ssl.contrastive.heads import GlobalProjectionHead, LocalProjectionHead
@@ -51,12 +52,4 @@ _WHERE = {
     "region_embeddings": "medssl.ssl.contrastive.losses",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = exports(__name__, _WHERE)

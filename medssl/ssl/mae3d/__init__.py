@@ -8,8 +8,9 @@ that the method registry can read ``medssl.ssl.mae3d.spec`` without loading torc
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medssl.ssl.lazy import exports
 
 if TYPE_CHECKING:
     from medssl.ssl.mae3d.masking import (
@@ -52,12 +53,4 @@ _WHERE = {
     "unsparsify": "medssl.ssl.mae3d.sparse",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = exports(__name__, _WHERE)
