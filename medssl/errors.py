@@ -7,16 +7,17 @@ non-identifying metadata of :mod:`medssl.io.safe_meta` only.
 The command (:func:`medssl.cli.app.main`) prints a :class:`MedsslError` without a traceback
 and exits with its ``exit_code``:
 
-============================  =====  ==================================================
-error                         code   meaning
-============================  =====  ==================================================
-:class:`MedsslError`          1      any other error meant for the user
-:class:`InputError`           2      bad input or an unusable output location, found
-                                     before any work
-:class:`MultipleSeriesError`  2      a folder holds several DICOM series, none chosen
-:class:`OutputError`          4      an output could not be written; nothing was left
-                                     under its final name
-============================  =====  ==================================================
+================================  =====  ==================================================
+error                             code   meaning
+================================  =====  ==================================================
+:class:`MedsslError`              1      any other error meant for the user
+:class:`InputError`               2      bad input or an unusable output location, found
+                                         before any work
+:class:`MultipleSeriesError`      2      a folder holds several DICOM series, none chosen
+:class:`TrainingDivergedError`    1      a training loss became NaN or infinite
+:class:`OutputError`              4      an output could not be written; nothing was left
+                                         under its final name
+================================  =====  ==================================================
 
 The other codes of the command (0 success, 1 internal error, 3 some series skipped,
 130 interrupted) are listed in :mod:`medssl.cli.app`.
@@ -29,7 +30,13 @@ from __future__ import annotations
 
 from os import PathLike
 
-__all__ = ["InputError", "MedsslError", "MultipleSeriesError", "OutputError"]
+__all__ = [
+    "InputError",
+    "MedsslError",
+    "MultipleSeriesError",
+    "OutputError",
+    "TrainingDivergedError",
+]
 
 
 class MedsslError(Exception):
@@ -89,3 +96,9 @@ class MultipleSeriesError(InputError):
     ) -> None:
         self.series = list(series)
         super().__init__(message, path=path, hint=hint)
+
+
+class TrainingDivergedError(MedsslError):
+    """A training loss became NaN or infinite (CLI exit code 1): the message names the step,
+    the precision and the learning rate; the hint says what to change. The run folder keeps
+    its last checkpoint."""

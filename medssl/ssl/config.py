@@ -137,7 +137,8 @@ class TrainSection(_Section):
         grad_clip: Max gradient norm (nnU-Net uses 12); 0 disables.
         amp: ``auto`` (bf16 on GPUs that support it, else fp16 with a grad scaler; bf16 on
             CPUs with native bf16 (AMX or AVX-512 BF16), else off), ``bf16``, ``fp16`` or
-            ``off``.
+            ``off``. YAML reads an unquoted ``off``/``no``/``false`` as a boolean: false
+            means ``off``, true (``on``, ``yes``) means ``auto``.
         checkpoint_every: Steps between checkpoints (one is always written at the end).
         log_every: Steps between log lines/TensorBoard points.
         val_every: Steps between validation runs (0 = never).
@@ -160,6 +161,14 @@ class TrainSection(_Section):
     val_every: int = Field(0, ge=0)
     seed: int = 0
     device: str = "auto"
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_boolean(cls, v: Any) -> Any:
+        # YAML 1.1 reads `amp: off` as False and `amp: on` as True
+        if isinstance(v, bool):
+            return "auto" if v else "off"
+        return v
 
     def for_stage(self, steps: int) -> TrainSection:
         """This loop for a stage of ``steps`` steps (a warm-up no longer than the stage)."""

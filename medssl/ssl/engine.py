@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medssl.errors import TrainingDivergedError
 from medssl.io import atomic_file, load_tensors_file, write_text
 from medssl.ssl.config import TrainSection
 from medssl.ssl.distributed import DistInfo, all_reduce_mean, local_only
@@ -399,10 +400,11 @@ def optimisation_step(
     state: TrainState, batch: dict[str, Any], config: TrainSection, step: int
 ) -> StepResult:
     """Forward (under autocast), backward (scaled), unscale, clip, step the optimiser, the
-    scaler and the LR schedule.
+    scaler and the LR schedule. ``step`` is the step being taken, counted from 1 as the log
+    counts (for the error message).
 
     Raises:
-        FloatingPointError: The loss is not finite.
+        TrainingDivergedError: The loss is not finite (on any rank).
     """
     batch = {
         k: v.to(state.device, non_blocking=True) if torch.is_tensor(v) else v
@@ -412,11 +414,10 @@ def optimisation_step(
     with _autocast(state.device, state.amp_dtype):
         out = state.net(batch)
     loss = out["loss"]
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"loss is {loss.item()} at step {step}; lower the learning rate or "
-            "turn AMP off (amp: off)"
-        )
+    # every rank stops at the same step (one rank raising alone would leave the others
+    # waiting in the gradient all-reduce): the mean over ranks is finite only if all are
+    if not torch.isfinite(all_reduce_mean(loss.detach().float())):
+        raise _diverged(state, step, loss)
     state.scaler.scale(loss).backward()
     state.scaler.unscale_(state.optimizer)
     gnorm = (
@@ -429,6 +430,20 @@ def optimisation_step(
     state.scaler.update()
     state.scheduler.step()
     return StepResult(out, lr_used, gnorm)
+
+
+def _diverged(state: TrainState, step: int, loss: torch.Tensor) -> TrainingDivergedError:
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(state.amp_dtype, "float32")
+    lr = state.optimizer.param_groups[0]["lr"]
+    value = loss.item() if math.isfinite(loss.item()) else str(loss.item())
+    hints = ['lower train.lr (or lengthen train.warmup_steps)']
+    if state.amp_dtype is not None:
+        hints.insert(0, 'set train.amp: "off" (float32)')
+    return TrainingDivergedError(
+        f"the training loss is {value} (not finite) at step {step} "
+        f"({precision}, learning rate {lr:.3g}); the run folder keeps its last checkpoint",
+        hint=" or ".join(hints) + ", then start a new run (or --resume from the checkpoint)",
+    )
 
 
 def run_validation(
@@ -471,7 +486,7 @@ def train_loop(
     for batch in batches:
         if step >= stop:
             break
-        result = optimisation_step(state, batch, config, step)
+        result = optimisation_step(state, batch, config, step + 1)
         step += 1
         if step % config.log_every == 0 or step == stop:
             reduced = {
