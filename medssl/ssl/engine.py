@@ -37,6 +37,7 @@ from torch import nn
 
 from medssl.errors import TrainingDivergedError
 from medssl.io import atomic_file, load_tensors_file, write_text
+from medssl.ssl.amp import loss_scale
 from medssl.ssl.config import TrainSection
 from medssl.ssl.distributed import DistInfo, all_reduce_mean, local_only
 
@@ -411,7 +412,8 @@ def optimisation_step(
         for k, v in batch.items()
     }
     state.optimizer.zero_grad(set_to_none=True)
-    with _autocast(state.device, state.amp_dtype):
+    scale = state.scaler.get_scale() if state.scaler.is_enabled() else 1.0
+    with _autocast(state.device, state.amp_dtype), loss_scale(scale):
         out = state.net(batch)
     loss = out["loss"]
     # every rank stops at the same step (one rank raising alone would leave the others
@@ -436,7 +438,7 @@ def _diverged(state: TrainState, step: int, loss: torch.Tensor) -> TrainingDiver
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(state.amp_dtype, "float32")
     lr = state.optimizer.param_groups[0]["lr"]
     value = loss.item() if math.isfinite(loss.item()) else str(loss.item())
-    hints = ['lower train.lr (or lengthen train.warmup_steps)']
+    hints = ["lower train.lr (or lengthen train.warmup_steps)"]
     if state.amp_dtype is not None:
         hints.insert(0, 'set train.amp: "off" (float32)')
     return TrainingDivergedError(

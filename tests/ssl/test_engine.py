@@ -29,9 +29,7 @@ def _weights(run):
 
 
 @pytest.mark.parametrize(("method", "amp"), [("mae", "off"), ("s3d", "off"), ("s3d", "bf16")])
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
-    tmp_path, collection, method, amp
-):
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, collection, method, amp):
     """Bit-identical weights for a run stopped and resumed, and (bf16) for the same run twice:
     ``amp: auto`` picks bf16 autocast where the CPU has native bf16, as this machine's."""
     cfg = _config(tmp_path, amp=amp)

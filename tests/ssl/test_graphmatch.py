@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from medssl.ssl.amp import loss_scale
 from medssl.ssl.graphmatch import (
     GraphMatchingLoss,
     GraphRefiner,
     brute_force_qap,
     edge_affinity_matrix,
+    graph_groups,
     hamming_loss,
     imle_match,
     knn_adjacency,
@@ -215,7 +217,7 @@ def test_edge_affinity_matrix_structure():
     n = 5
     h1, h2 = torch.randn(n, 7, generator=g), torch.randn(n, 7, generator=g)
     a1, a2 = knn_adjacency(h1, 2), knn_adjacency(h2, 2)
-    E = edge_affinity_matrix(h1, h2, a1, a2, sigma=0.5)
+    E = edge_affinity_matrix(h1, h2, a1, a2, sigma=0.5, kind="gaussian")
     assert E.shape == (n * n, n * n)
     torch.testing.assert_close(E, E.T)
     E4 = E.reshape(n, n, n, n)  # [i, a, j, b]
@@ -228,6 +230,12 @@ def test_edge_affinity_matrix_structure():
     torch.testing.assert_close(E4[i, a, j, b], expected)
     K = qap_affinity_matrix(torch.eye(n), E)
     torch.testing.assert_close(K.diagonal(), torch.eye(n).reshape(-1))
+
+    # LVM-Med's (the default): the cosine of the edge features
+    C4 = edge_affinity_matrix(h1, h2, a1, a2).reshape(n, n, n, n)
+    assert torch.all(C4[mask == 0] == 0)
+    e1, e2 = u1[i] - u1[j], u2[a] - u2[b]
+    torch.testing.assert_close(C4[i, a, j, b], e1 @ e2 / (e1.norm() * e2.norm()))
 
 
 @pytest.mark.parametrize("maps", [None, (6, 6), (3, 4, 4)])
@@ -249,3 +257,78 @@ def test_graph_matching_loss_backpropagates_to_embeddings_and_maps(maps):
     for t in (z1, z2) + ((F1, F2) if maps is not None else ()):
         assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def _imle_grad(U0, P0, T, n, lam, *, scale=1.0, weight=1.0):
+    """dL/dU of ``weight * hamming_sum(imle_match(U, P))`` backpropagated from ``scale * L``
+    (as a grad scaler does) and divided by ``scale`` (its unscaling)."""
+    U = U0.clone().requires_grad_(True)
+    with loss_scale(scale):
+        X = imle_match(
+            U, P0, lam=lam, generator=torch.Generator().manual_seed(3), loss_weight=weight
+        )
+    loss = weight * (X * (1 - T) + (1 - X) * T).sum()
+    (scale * loss).backward()
+    return U.grad / scale
+
+
+def test_imle_gradient_is_the_same_under_a_grad_scaler():
+    """A grad scaler multiplies the incoming gradient by 2^16: I-MLE's target must not move
+    2^16 times further, and its gradient must unscale to the unscaled one (it was divided
+    by the scale: learning stopped under fp16)."""
+    n, lam = 6, 80.0
+    g = torch.Generator().manual_seed(1)
+    U0 = torch.randn(n, n, generator=g, dtype=torch.float64)
+    P0 = 0.1 * torch.rand(n * n, n * n, generator=g, dtype=torch.float64)
+    P0 = 0.5 * (P0 + P0.T)
+    T = torch.eye(n, dtype=torch.float64)
+    plain = _imle_grad(U0, P0, T, n, lam)
+    assert plain.abs().sum() > 0
+    scaled = _imle_grad(U0, P0, T, n, lam, scale=2.0**16)
+    torch.testing.assert_close(scaled, plain)
+
+    # the same through torch's GradScaler and an optimiser step's unscale_
+    U = torch.nn.Parameter(U0.clone())
+    opt = torch.optim.SGD([U], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    with loss_scale(scaler.get_scale()):
+        X = imle_match(U, P0, lam=lam, generator=torch.Generator().manual_seed(3))
+    scaler.scale((X * (1 - T) + (1 - X) * T).sum()).backward()
+    scaler.unscale_(opt)
+    torch.testing.assert_close(U.grad, plain)
+
+
+def test_imle_lambda_acts_on_the_summed_hamming_loss_whatever_the_loss_weight():
+    """LVM-Med's λ is for the Hamming loss summed over nodes; the reported loss is divided by
+    n. With loss_weight = 1/n the target is U - λ (1 - 2T) (λ, not λ/n) and the gradient is
+    the weighted one."""
+    n, lam = 6, 3.0
+    g = torch.Generator().manual_seed(2)
+    U0 = torch.randn(n, n, generator=g, dtype=torch.float64)
+    T = torch.eye(n, dtype=torch.float64)
+    eps = perturbation_noise((n, n), "gumbel", 1, generator=torch.Generator().manual_seed(3))[0]
+    z = linear_assignment(U0 + eps)
+    z_target = linear_assignment(U0 - lam * (1 - 2 * T) + eps)
+    assert not torch.equal(z, z_target)  # the target moved the matching
+    got = _imle_grad(U0, None, T, n, lam, weight=1.0 / n)
+    torch.testing.assert_close(got, (z - z_target) / n)
+
+
+def test_a_batch_is_matched_as_graphs_of_graph_size_nodes():
+    assert [(g.start, g.stop) for g in graph_groups(20, 16)] == [(0, 10), (10, 20)]
+    assert [(g.start, g.stop) for g in graph_groups(16, 16)] == [(0, 16)]
+    assert [(g.start, g.stop) for g in graph_groups(7, 3)] == [(0, 3), (3, 5), (5, 7)]
+    torch.manual_seed(0)
+    n, D = 12, 8
+    module = GraphMatchingLoss(D, width=16, k=2, graph_size=4, noise="none")
+    z1, z2 = torch.randn(n, D), torch.randn(n, D)
+    out = module(z1, z2)
+    assert out["matching"].shape == (n, n)
+    off_block = torch.ones(n, n, dtype=torch.bool)
+    for g in graph_groups(n, 4):
+        off_block[g, g] = False
+        alone = module(z1[g], z2[g])  # each graph is matched on its own
+        assert torch.equal(out["matching"][g, g], alone["matching"])
+    assert not out["matching"][off_block].any()
+    expected = torch.stack([module(z1[g], z2[g])["loss"] for g in graph_groups(n, 4)]).mean()
+    torch.testing.assert_close(out["loss"], expected)

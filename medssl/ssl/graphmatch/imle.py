@@ -29,6 +29,15 @@ Choices (where the papers leave freedom):
 - **scaling**: by default the gradient is the plain difference of MAP states, as in I-MLE's
   Algorithm (no division by ``λ``); ``divide_by_lam=True`` divides by ``λ``, which makes it a
   finite-difference estimate of the gradient's magnitude.
+- **loss weight and loss scale**: I-MLE's target needs the gradient of *the* loss, not of a
+  weighted or scaled copy: its size sets how far ``λ`` moves ``U``, and the difference of
+  matchings it returns does not grow with the incoming gradient. When the matching enters the
+  training loss multiplied by ``w`` (``1/n`` for a per-node mean) and the loss is scaled by a
+  grad scaler's ``s`` (:func:`medssl.ssl.amp.current_loss_scale`, read in the forward), the
+  incoming gradient is ``c g`` with ``c = w s``: the backward solves at ``U - λ g`` (the
+  gradient divided by ``c``) and returns ``c`` times the difference, so a grad scaler's
+  unscaling gives back the unscaled gradient and ``λ`` keeps its meaning whatever the
+  normalisation of the loss (LVM-Med's λ = 80 is for the Hamming loss summed over nodes).
 - **samples**: with ``S > 1`` noise samples the forward pass returns the *mean* of the ``S``
   MAP states (an estimate of the marginals); the backward pass uses the incoming gradient
   ``∂L/∂z`` for every sample's target and averages the ``S`` gradient estimates. For the
@@ -45,6 +54,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from medssl.ssl.amp import current_loss_scale
 from medssl.ssl.graphmatch.qap import solve_qap
 
 __all__ = ["IMLEMatching", "imle_match", "map_matching", "perturbation_noise"]
@@ -104,10 +114,13 @@ def map_matching(unary: torch.Tensor, pairwise: torch.Tensor | None = None) -> t
 
 
 class IMLEMatching(torch.autograd.Function):
-    """``forward(unary, pairwise, eps, lam, divide_by_lam) -> (n, n)`` mean MAP state.
+    """``forward(unary, pairwise, eps, lam, divide_by_lam, grad_scale) -> (n, n)`` mean MAP
+    state.
 
-    ``eps`` is ``(S, n, n)`` unary noise; ``pairwise`` may be ``None``. Use
-    :func:`imle_match` rather than calling this directly.
+    ``eps`` is ``(S, n, n)`` unary noise; ``pairwise`` may be ``None``; ``grad_scale`` is the
+    factor ``c`` between the incoming gradient and the gradient of the loss I-MLE's target
+    is defined by (see the module docstring). Use :func:`imle_match` rather than calling
+    this directly.
     """
 
     @staticmethod
@@ -118,6 +131,7 @@ class IMLEMatching(torch.autograd.Function):
         eps: torch.Tensor,
         lam: float,
         divide_by_lam: bool,
+        grad_scale: float,
     ) -> torch.Tensor:
         u = unary.detach().to("cpu", torch.float64)
         p = None if pairwise is None else pairwise.detach().to("cpu", torch.float64)
@@ -125,14 +139,16 @@ class IMLEMatching(torch.autograd.Function):
         ctx.save_for_backward(u, p, eps, zs)
         ctx.lam = float(lam)
         ctx.divide_by_lam = bool(divide_by_lam)
+        ctx.grad_scale = float(grad_scale)
         return zs.mean(dim=0).to(device=unary.device, dtype=unary.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_z: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         u, p, eps, zs = ctx.saved_tensors
-        target = u - ctx.lam * grad_z.detach().to("cpu", torch.float64)
+        c = ctx.grad_scale
+        target = u - ctx.lam * grad_z.detach().to("cpu", torch.float64) / c
         zt = torch.stack([map_matching(target + e, p) for e in eps])  # (S, n, n)
-        scale = 1.0 / zs.shape[0]
+        scale = c / zs.shape[0]
         if ctx.divide_by_lam:
             scale /= ctx.lam
         grad_u = grad_p = None
@@ -142,7 +158,7 @@ class IMLEMatching(torch.autograd.Function):
             v, vt = zs.flatten(1), zt.flatten(1)  # (S, n²)
             outer = v.T @ v - vt.T @ vt  # Σ_s vec(z_s) vec(z_s)ᵀ - vec(z'_s) vec(z'_s)ᵀ
             grad_p = (outer * scale).to(grad_z.device, grad_z.dtype)
-        return grad_u, grad_p, None, None, None
+        return grad_u, grad_p, None, None, None, None
 
 
 def imle_match(
@@ -155,17 +171,20 @@ def imle_match(
     *,
     noise_scale: float = 1.0,
     divide_by_lam: bool = False,
+    loss_weight: float = 1.0,
 ) -> torch.Tensor:
     """Perturb-and-MAP graph matching with I-MLE gradients (see the module docstring).
 
     Forward: ``z = mean_s MAP(U + ε_s, P)`` with ``ε_s`` from :func:`perturbation_noise`
-    (``(samples, n, n)``, drawn from ``generator``). Backward, for an incoming ``g = ∂L/∂z``:
-    ``z'_s = MAP(U - λ g + ε_s, P)`` with the same ``ε_s``, and
+    (``(samples, n, n)``, drawn from ``generator``). Backward, for an incoming gradient
+    ``c g`` (``c = loss_weight`` times the current loss scale,
+    :func:`medssl.ssl.amp.current_loss_scale`): ``z'_s = MAP(U - λ g + ε_s, P)`` with the same
+    ``ε_s``, and
 
-        ∂L/∂U = c Σ_s (z_s - z'_s),
-        ∂L/∂P = c Σ_s (vec(z_s) vec(z_s)ᵀ - vec(z'_s) vec(z'_s)ᵀ),
+        ∂L/∂U = c/S Σ_s (z_s - z'_s),
+        ∂L/∂P = c/S Σ_s (vec(z_s) vec(z_s)ᵀ - vec(z'_s) vec(z'_s)ᵀ),
 
-    with ``c = 1/S`` (``1/(S λ)`` when ``divide_by_lam``).
+    (divided by ``λ`` too when ``divide_by_lam``).
 
     Args:
         unary: ``(n, n)`` vertex affinities ``U`` (``U[i, a]``: node ``i`` of G1 with node
@@ -179,6 +198,10 @@ def imle_match(
         generator: CPU generator for the noise.
         noise_scale: Multiplies the Gumbel noise.
         divide_by_lam: Divide the gradient by ``λ``.
+        loss_weight: The factor the matching's loss enters the training loss with (``1/n``
+            when the loss is a Hamming distance divided by ``n``, as
+            :func:`medssl.ssl.graphmatch.loss.hamming_loss`): ``λ`` then acts on the
+            gradient of the unweighted loss.
 
     Returns:
         ``(n, n)`` matching on ``unary``'s device and dtype: a permutation matrix when
@@ -192,4 +215,7 @@ def imle_match(
     if samples < 1:
         raise ValueError("samples must be >= 1")
     eps = perturbation_noise((n, n), noise, samples, noise_scale, generator)
-    return IMLEMatching.apply(unary, pairwise, eps, lam, divide_by_lam)
+    if not loss_weight > 0:
+        raise ValueError(f"loss_weight must be > 0, got {loss_weight}")
+    grad_scale = float(loss_weight) * current_loss_scale()
+    return IMLEMatching.apply(unary, pairwise, eps, lam, divide_by_lam, grad_scale)

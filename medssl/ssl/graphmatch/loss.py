@@ -10,13 +10,16 @@ pushed towards the identity (view ``i`` ↔ view ``i``) with a Hamming loss; gra
 through the combinatorial solver by I-MLE (Niepert et al., NeurIPS 2021; see
 :mod:`medssl.ssl.graphmatch.imle`).
 
+The batch is cut into graphs of ``graph_size`` nodes (16 in LVM-Med; under DDP the global
+batch, so graphs may span ranks), each matched on its own; the loss is their mean.
+
 Affinities (``ĥ = h / ||h||`` are the L2-normalised GCN outputs):
 
 - vertex: ``V[i, a] = α cos(h1_i, h2_a) + (1 - α) local(i, a)`` (``α = 0.8``), or the global
   cosine alone when no feature maps are given (:func:`vertex_affinity`);
-- edge: ``E[(i, a), (j, b)] = A1[i, j] A2[a, b] exp(-||(ĥ1_i - ĥ1_j) - (ĥ2_a - ĥ2_b)||² / σ)``
-  (:func:`edge_affinity_matrix`); normalising first keeps the squared distance in ``[0, 16]``
-  so the exponential neither vanishes nor saturates whatever the feature scale;
+- edge: ``E[(i, a), (j, b)] = A1[i, j] A2[a, b] cos(ĥ1_i - ĥ1_j, ĥ2_a - ĥ2_b)``, the
+  cosine of the edge features as in LVM-Med (:func:`edge_affinity_matrix`; a Gaussian of
+  their distance is an option);
 - QAP matrix ``K = E + diag(vec(V))`` (:func:`qap_affinity_matrix`), index ``(i, a) = i*n + a``.
 """
 
@@ -33,6 +36,7 @@ __all__ = [
     "GraphMatchingLoss",
     "cosine_affinity",
     "edge_affinity_matrix",
+    "graph_groups",
     "hamming_loss",
     "local_similarity",
     "matching_accuracy",
@@ -149,34 +153,49 @@ def vertex_affinity(
     return alpha * glob + (1.0 - alpha) * local
 
 
+EDGE_AFFINITIES = ("cosine", "gaussian")
+
+
 def edge_affinity_matrix(
     h1: torch.Tensor,
     h2: torch.Tensor,
     adj1: torch.Tensor,
     adj2: torch.Tensor,
     sigma: float = 1.0,
+    kind: str = "cosine",
 ) -> torch.Tensor:
     """Second-order affinity of edge ``(i, j)`` of G1 with edge ``(a, b)`` of G2.
 
-    ``E[i*n + a, j*n + b] = A1[i, j] A2[a, b] exp(-||(ĥ1_i - ĥ1_j) - (ĥ2_a - ĥ2_b)||² / σ)``
-    with ``ĥ`` the L2-normalised features: zero where either edge is absent (so zero on the
-    diagonal, graphs having no self loops), symmetric.
+    The edge features are the differences of the end points' L2-normalised features,
+    ``e1_ij = ĥ1_i - ĥ1_j`` and ``e2_ab = ĥ2_a - ĥ2_b``, and
+
+    - ``kind="cosine"`` (LVM-Med's): ``E[i*n + a, j*n + b] = A1[i, j] A2[a, b] cos(e1_ij, e2_ab)``;
+    - ``kind="gaussian"``: ``A1[i, j] A2[a, b] exp(-||e1_ij - e2_ab||² / σ)``;
+
+    zero where either edge is absent (so zero on the diagonal, graphs having no self loops),
+    symmetric.
 
     Args:
         h1, h2: ``(n, D)`` node features.
         adj1, adj2: ``(n, n)`` adjacencies (0/1, no self loops).
-        sigma: Bandwidth ``σ``.
+        sigma: Bandwidth ``σ`` of the Gaussian.
+        kind: ``"cosine"`` or ``"gaussian"``.
 
     Returns:
         ``(n², n²)``.
     """
+    if kind not in EDGE_AFFINITIES:
+        raise ValueError(f"kind must be one of {EDGE_AFFINITIES}, got {kind!r}")
     n = h1.shape[0]
     d1 = F.normalize(h1, dim=1)
     d2 = F.normalize(h2, dim=1)
     e1 = (d1[:, None, :] - d1[None, :, :]).reshape(n * n, -1)  # row i*n + j
     e2 = (d2[:, None, :] - d2[None, :, :]).reshape(n * n, -1)  # row a*n + b
-    sq = (e1 * e1).sum(1)[:, None] + (e2 * e2).sum(1)[None, :] - 2.0 * e1 @ e2.T
-    aff = torch.exp(-sq.clamp_min(0.0) / sigma)  # [(i, j), (a, b)]
+    if kind == "cosine":
+        aff = F.normalize(e1, dim=1) @ F.normalize(e2, dim=1).T  # [(i, j), (a, b)]
+    else:
+        sq = (e1 * e1).sum(1)[:, None] + (e2 * e2).sum(1)[None, :] - 2.0 * e1 @ e2.T
+        aff = torch.exp(-sq.clamp_min(0.0) / sigma)
     mask = adj1.reshape(n * n, 1).to(aff.dtype) * adj2.reshape(1, n * n).to(aff.dtype)
     aff = (aff * mask).reshape(n, n, n, n).permute(0, 2, 1, 3)  # [i, a, j, b]
     return aff.reshape(n * n, n * n)
@@ -235,8 +254,14 @@ class GraphMatchingLoss(nn.Module):
         width: GCN width (128 in LVM-Med).
         k: Neighbours per node in the kNN graphs.
         alpha: Weight of the global cosine in the vertex affinity.
-        lam: I-MLE's ``λ``.
-        edge_sigma: Bandwidth ``σ`` of the edge affinity.
+        lam: I-MLE's ``λ``, for the Hamming loss summed over a graph's nodes (LVM-Med's
+            70-100; the reported loss is divided by the node count, which
+            :func:`imle_match`'s ``loss_weight`` undoes).
+        edge_sigma: Bandwidth ``σ`` of the Gaussian edge affinity.
+        graph_size: Nodes per graph: a batch of ``n`` is cut into ``ceil(n / graph_size)``
+            graphs of near-equal size, matched one by one; the loss is their mean.
+        edge_affinity: ``"cosine"`` (LVM-Med) or ``"gaussian"`` (see
+            :func:`edge_affinity_matrix`).
         layers: GCN layers.
         residual: Linear skip around the GCN stack (see :class:`GraphRefiner`).
         edge_weight: Multiplies the edge affinities (1 in LVM-Med as we read it; the pairwise
@@ -255,7 +280,7 @@ class GraphMatchingLoss(nn.Module):
     Returns (``forward``):
         ``{"loss": scalar Hamming loss (differentiable), "accuracy": detached fraction of
         nodes matched to their own other view in the matching the loss was computed on,
-        "matching": detached (n, n) matching}``.
+        "matching": detached (n, n) matching, block diagonal over the graphs}``.
     """
 
     def __init__(
@@ -266,6 +291,8 @@ class GraphMatchingLoss(nn.Module):
         alpha: float = 0.8,
         lam: float = 80.0,
         edge_sigma: float = 1.0,
+        graph_size: int = 16,
+        edge_affinity: str = "cosine",
         *,
         layers: int = 2,
         residual: bool = True,
@@ -286,6 +313,12 @@ class GraphMatchingLoss(nn.Module):
         self.noise_scale = float(noise_scale)
         self.samples = int(samples)
         self.divide_by_lam = bool(divide_by_lam)
+        if graph_size < 2:
+            raise ValueError(f"graph_size must be >= 2, got {graph_size}")
+        if edge_affinity not in EDGE_AFFINITIES:
+            raise ValueError(f"edge_affinity must be one of {EDGE_AFFINITIES}")
+        self.graph_size = int(graph_size)
+        self.edge_affinity = edge_affinity
 
     def affinities(
         self,
@@ -305,7 +338,7 @@ class GraphMatchingLoss(nn.Module):
         h1 = self.refiner(z1, adj1)
         h2 = self.refiner(z2, adj2)
         vertex = vertex_affinity(h1, h2, F1, F2, correspondence, self.alpha)
-        edge = edge_affinity_matrix(h1, h2, adj1, adj2, self.edge_sigma)
+        edge = edge_affinity_matrix(h1, h2, adj1, adj2, self.edge_sigma, self.edge_affinity)
         return vertex, self.edge_weight * edge
 
     def forward(
@@ -317,20 +350,54 @@ class GraphMatchingLoss(nn.Module):
         correspondence: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        vertex, edge = self.affinities(z1, z2, F1, F2, correspondence)
-        X = imle_match(
-            vertex,
-            edge,
-            lam=self.lam,
-            noise=self.noise if self.training else "none",
-            samples=self.samples,
-            generator=generator,
-            noise_scale=self.noise_scale,
-            divide_by_lam=self.divide_by_lam,
-        )
-        loss = hamming_loss(X)
+        n = z1.shape[0]
+        groups = graph_groups(n, self.graph_size)
+        per_image = correspondence is not None and _per_image(correspondence, n, F1)
+        losses, blocks = [], []
+        for g in groups:
+            corr = correspondence[g] if per_image else correspondence  # type: ignore[index]
+            f1 = None if F1 is None else F1[g]
+            f2 = None if F2 is None else F2[g]
+            vertex, edge = self.affinities(z1[g], z2[g], f1, f2, corr)
+            m = g.stop - g.start
+            X = imle_match(
+                vertex,
+                edge,
+                lam=self.lam,
+                noise=self.noise if self.training else "none",
+                samples=self.samples,
+                generator=generator,
+                noise_scale=self.noise_scale,
+                divide_by_lam=self.divide_by_lam,
+                loss_weight=1.0 / (m * len(groups)),  # the loss below: a mean of sums / m
+            )
+            losses.append(hamming_loss(X))
+            blocks.append(X.detach())
+        matching = torch.block_diag(*blocks)
         return {
-            "loss": loss,
-            "accuracy": matching_accuracy(X.detach()),
-            "matching": X.detach(),
+            "loss": torch.stack(losses).mean(),
+            "accuracy": matching_accuracy(matching),
+            "matching": matching,
         }
+
+
+def _per_image(correspondence: torch.Tensor, n: int, F1: torch.Tensor | None) -> bool:
+    """Whether ``correspondence`` has one map per image (``(n, P1)`` or ``(n, *S1)``) rather
+    than one shared map (``(P1,)`` or ``S1``)."""
+    if F1 is None:
+        return False
+    cells = F1[0, 0].numel()
+    return correspondence.numel() == n * cells and correspondence.numel() != cells
+
+
+def graph_groups(n: int, size: int) -> list[slice]:
+    """``n`` nodes cut into ``ceil(n / size)`` consecutive graphs of near-equal size (the
+    first ones one node larger): ``graph_groups(20, 16)`` is two graphs of 10."""
+    count = max(1, -(-n // size))
+    base, extra = divmod(n, count)
+    out, start = [], 0
+    for i in range(count):
+        stop = start + base + (1 if i < extra else 0)
+        out.append(slice(start, stop))
+        start = stop
+    return out

@@ -5,7 +5,8 @@ pool + projection head, as the contrastive global head) and the cell features of
 vertex-affinity term; the views are crops of one slice/slab at different offsets, so the cell
 correspondence between the two views of an image is the known shift between the crops
 (``start2 - start1``, at the bottleneck's stride). Under DDP the embeddings and maps of all
-processes are gathered with gradients: the graph's nodes are the global batch.
+processes are gathered with gradients, and the global batch is cut into graphs of
+``graph_size`` nodes (a graph may span ranks; every rank computes the same loss).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class GraphMatchObjective(nn.Module):
 
     Args:
         network: A U-Net with ``encoder`` (the part this method trains) and ``decoder``.
-        k, alpha, lam, width, edge_sigma: See :class:`GraphMatchingLoss`.
+        k, alpha, lam, width, edge_sigma, graph_size, edge_affinity: See
+            :class:`GraphMatchingLoss`.
         head_hidden, head_out: Projection head widths.
 
     Batches: ``view1``/``view2`` ``(B, C, *S)``, ``start1``/``start2`` ``(B, d)`` crop corners
@@ -76,6 +78,8 @@ class GraphMatchObjective(nn.Module):
         head_hidden: int = 1024,
         head_out: int = 128,
         edge_sigma: float = 1.0,
+        graph_size: int = 16,
+        edge_affinity: str = "cosine",
     ) -> None:
         super().__init__()
         self.network = network
@@ -83,7 +87,14 @@ class GraphMatchObjective(nn.Module):
         channels = network.encoder.output_channels[-1]
         self.head = GlobalProjectionHead(channels, head_hidden, head_out)
         self.matching = GraphMatchingLoss(
-            head_out, width=width, k=k, alpha=alpha, lam=lam, edge_sigma=edge_sigma
+            head_out,
+            width=width,
+            k=k,
+            alpha=alpha,
+            lam=lam,
+            edge_sigma=edge_sigma,
+            graph_size=graph_size,
+            edge_affinity=edge_affinity,
         )
         strides = [1] * (network.encoder.stem.convs[0].conv.weight.dim() - 2)
         for s in network.encoder.strides:

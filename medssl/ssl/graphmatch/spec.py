@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -16,7 +16,13 @@ __all__ = ["GraphMatchSection"]
 
 
 class GraphMatchSection(Section):
-    """LVM-Med (NeurIPS 2023): second-order graph matching of the two views of a batch."""
+    """LVM-Med (NeurIPS 2023): second-order graph matching of the two views of a batch.
+
+    ``k`` neighbours per node, ``alpha`` the global cosine's weight in the vertex affinity,
+    ``lam`` I-MLE's λ (for the Hamming loss summed over a graph's nodes, as the paper's
+    70-100), ``graph_size`` nodes per graph (the global batch is cut into graphs of about
+    this size, 16 in LVM-Med), ``edge_affinity`` ``cosine`` (the paper's) or ``gaussian``
+    (bandwidth ``edge_sigma``), ``width`` the GCN's, ``head_*`` the projection head's."""
 
     k: int = Field(5, ge=1)
     alpha: float = Field(0.8, ge=0, le=1)
@@ -25,6 +31,8 @@ class GraphMatchSection(Section):
     head_hidden: int = Field(1024, ge=1)
     head_out: int = Field(128, ge=1)
     edge_sigma: float = Field(1.0, gt=0)
+    graph_size: int = Field(16, ge=2)
+    edge_affinity: Literal["cosine", "gaussian"] = "cosine"
 
 
 def build(ctx: StageContext) -> list[Stage]:
