@@ -151,7 +151,8 @@ class FinetuneStage(FinetuneSettings):
     )  # fmt: skip
     #: the keys offered since: they enter the digest when the file sets them
     MORE_KEYS: ClassVar[tuple[str, ...]] = (
-        "modality", "spacing", "val_iterations", "lr", "warmup", "dataset_id",
+        "modality", "spacing", "val_iterations", "lr", "warmup", "dataset_id", "load",
+        "deep_supervision",
     )  # fmt: skip
 
     data: tuple[str, ...] | None = None  # type: ignore[assignment]

@@ -73,6 +73,10 @@ def finetune(
     val_iterations: int | None = _option("val_iterations", "--val-iterations"),
     lr: float | None = _option("lr", "--lr"),
     warmup: float | None = _option("warmup", "--warmup"),
+    load: str = _option("load", "--load"),
+    deep_supervision: bool | None = _option(
+        "deep_supervision", "--deep-supervision/--no-deep-supervision"
+    ),
     seed: int = _option("seed", "--seed"),
     device: str = _option("device", "--device"),
     dataset_id: int = _option("dataset_id", "--dataset-id"),
@@ -112,6 +116,8 @@ def finetune(
         val_iterations=val_iterations,
         lr=lr,
         warmup=warmup,
+        load=load,
+        deep_supervision=deep_supervision,
         seed=seed,
         device=device,
         deidentify=deidentifier.dates if deidentifier else None,

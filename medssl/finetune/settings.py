@@ -27,12 +27,22 @@ from pydantic_core import ErrorDetails
 
 from medssl.errors import InputError
 
-__all__ = ["DEVICES", "SPACINGS", "FinetuneSettings", "parse_settings"]
+__all__ = [
+    "DEVICES",
+    "PRETRAINED_LR",
+    "SCRATCH_LR",
+    "SPACINGS",
+    "FinetuneSettings",
+    "parse_settings",
+]
 
 #: The ``device`` values (``auto``: CUDA when there is one, else the CPU).
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: The ``spacing`` values: the pretraining's voxel size, or nnU-Net's planned target spacing.
 SPACINGS = ("pretrained", "target")
+#: Default peak learning rates: pretrained weights (nnssl's fine-tuning), scratch (nnU-Net's).
+PRETRAINED_LR = 1e-3
+SCRATCH_LR = 1e-2
 
 
 class FinetuneSettings(BaseModel):
@@ -98,9 +108,24 @@ class FinetuneSettings(BaseModel):
     val_iterations: int | None = Field(
         None, ge=1, description="Override validation iterations per epoch."
     )
-    lr: float | None = Field(None, ge=0.0, description="Peak learning rate.")
+    lr: float | None = Field(
+        None,
+        ge=0.0,
+        description="Peak learning rate (default: 1e-3 with pretrained weights, as nnssl; 1e-2 "
+        "from scratch, as nnU-Net).",
+    )
     warmup: float | None = Field(
         None, ge=0.0, le=0.9, description="Warm-up fraction of all iterations."
+    )
+    load: Literal["encoder", "all"] = Field(
+        "encoder",
+        description="Pretrained parts to load: encoder (as nnssl) or all (every part "
+        "pretraining trained); the rest is initialised from --seed.",
+    )
+    deep_supervision: bool | None = Field(
+        None,
+        description="nnU-Net's deep supervision (default: off with pretrained weights, as "
+        "nnssl; on from scratch, as nnU-Net).",
     )
     deidentify: Literal["shift", "remove"] | None = Field(
         None,
@@ -132,6 +157,26 @@ class FinetuneSettings(BaseModel):
         if self.test_labels and not self.test_data:
             raise ValueError("test_labels needs test_data")
         return self
+
+    @property
+    def pretrained_run(self) -> bool:
+        """Whether the network starts from pretrained weights (``pretrained`` without
+        ``scratch``)."""
+        return self.pretrained is not None and not self.scratch
+
+    def peak_lr(self) -> float:
+        """``lr``, or the arm's default: 1e-3 for a pretrained run (nnssl fine-tunes
+        pretrained weights at 1e-3), 1e-2 from scratch (nnU-Net's)."""
+        if self.lr is not None:
+            return self.lr
+        return PRETRAINED_LR if self.pretrained_run else SCRATCH_LR
+
+    def uses_deep_supervision(self) -> bool:
+        """``deep_supervision``, or the arm's default: off for a pretrained run (as nnssl),
+        on from scratch (as nnU-Net)."""
+        if self.deep_supervision is not None:
+            return self.deep_supervision
+        return not self.pretrained_run
 
     @classmethod
     def default(cls, name: str) -> Any:

@@ -22,7 +22,14 @@ from medssl.finetune.nnunet import (
     pair_cases,
     transfer_plans,
 )
-from medssl.finetune.nnunet.run import FinetuneSettings, _load_weights, finetune, seg_name
+from medssl.finetune.nnunet.run import (
+    FinetuneSettings,
+    _load_weights,
+    _write_start_weights,
+    finetune,
+    loaded_keys,
+    seg_name,
+)
 from medssl.finetune.nnunet.trainers import WarmupPolyLR
 from medssl.io import (
     Deidentifier,
@@ -222,6 +229,55 @@ def test_a_checkpoint_saved_from_a_real_gpu_loads_on_a_cpu_only_process(tmp_path
     assert again.returncode == 0, again.stderr
 
 
+def test_a_pretrained_arm_defaults_to_nnssls_recipe_and_scratch_to_nnunets():
+    base = {"data": ["/d"], "labels": ["/l"]}
+    pre = FinetuneSettings(**base, pretrained="/w.pth")
+    assert pre.peak_lr() == 1e-3 and not pre.uses_deep_supervision() and pre.load == "encoder"
+    scratch = FinetuneSettings(**base, scratch=True)
+    assert scratch.peak_lr() == 1e-2 and scratch.uses_deep_supervision()
+    # --scratch with weights: their plans, random weights: the scratch arm's recipe
+    assert FinetuneSettings(**base, pretrained="/w.pth", scratch=True).peak_lr() == 1e-2
+    mine = FinetuneSettings(**base, pretrained="/w.pth", lr=0.02, deep_supervision=True)
+    assert mine.peak_lr() == 0.02 and mine.uses_deep_supervision()
+
+
+def test_a_pretrained_run_loads_what_load_names_and_initialises_the_rest_from_its_seed(tmp_path):
+    """Every seed of a pretrained arm started from the same non-pretrained weights (nnU-Net's
+    loader wants every key, and the export carried one initialisation): the rest now comes
+    from the run's seed, as the scratch arm's whole network does."""
+    pre = build_network("tiny", output_channels=3, deep_supervision=True, seed=123).state_dict()
+    decoder = [k for k in pre if k.startswith("decoder.") and ".seg_layers." not in k]
+    encoder = [k for k in pre if k.startswith("encoder.")]
+    meta = {"pretrained_keys": sorted(encoder + decoder[:4])}  # as contrastive: + some decoder
+    assert loaded_keys(pre, meta, "encoder") == sorted(encoder)
+    assert loaded_keys(pre, meta, "all") == sorted(encoder + decoder[:4])
+    assert loaded_keys(pre, {}, "all") == sorted(k for k in pre if ".seg_layers." not in k)
+
+    labels = {"background": 0, "a": 1, "b": 2}
+    starts = {}
+    for seed, load in ((0, "encoder"), (1, "encoder"), (0, "all")):
+        run = tmp_path / f"{seed}_{load}"
+        run.mkdir()
+        settings = FinetuneSettings(
+            data=["/d"], labels=["/l"], pretrained="/w.pth", seed=seed, load=load
+        )
+        _write_start_weights(run, settings, pre, meta, "tiny", "3d_fullres", labels)
+        starts[seed, load] = torch.load(run / "pretrained.pth", weights_only=True)
+        record = json.loads((run / "pretrained.json").read_text())
+        assert record["load"] == load and record["init_seed"] == seed
+    a, b = starts[0, "encoder"]["network_weights"], starts[1, "encoder"]["network_weights"]
+    for k in encoder:
+        assert torch.equal(a[k], pre[k]) and torch.equal(b[k], pre[k]), k
+    own = build_network("tiny", output_channels=3, deep_supervision=True, seed=0).state_dict()
+    weighted = [k for k in decoder if k.endswith("weight") and a[k].dim() > 1]
+    assert weighted
+    for k in weighted:
+        assert torch.equal(a[k], own[k]) and not torch.equal(a[k], b[k]), k
+    every = starts[0, "all"]["network_weights"]
+    assert all(torch.equal(every[k], pre[k]) for k in decoder[:4])
+    assert all(torch.equal(every[k], own[k]) for k in decoder[4:])
+
+
 # ---- nnU-Net end to end --------------------------------------------------------------------
 
 
@@ -256,6 +312,9 @@ def test_checkpoint_to_dice_through_nnunets_commands(medssl, pretrained, labelle
     assert 0.0 <= dice["validation"]["mean"]["tissue"] <= 1.0
     train_log = (run / "logs" / "train_fold0.log").read_text()
     assert "-pretrained_weights" in train_log and "Loading pretrained weights" in train_log
+    # a pretrained arm: nnssl's recipe (lr 1e-3, encoder loaded, no deep supervision)
+    assert "Current learning rate: 0.001" in train_log
+    assert json.loads((run / "pretrained.json").read_text())["load"] == "encoder"
     assert "medsslPlans" in train_log and "nnUNetTrainer_medsslShort" in train_log
     # the fine-tuning network is the pretrained one: same keys and shapes
     results = run / "nnUNet_results" / "Dataset900_medssl"

@@ -12,7 +12,9 @@ CPU (nnU-Net's loader has no ``map_location``), the resume logic (nnU-Net refuse
 Run folder::
 
     RUN/finetune.json          settings (a re-run with the same settings resumes)
-    RUN/pretrained.pth         the weights nnU-Net loads (CPU tensors)
+    RUN/pretrained.pth         the weights nnU-Net loads (CPU tensors): the pretrained keys
+                               chosen by --load, the rest initialised from --seed
+    RUN/pretrained.json        what was loaded (--load, key counts, the seed)
     RUN/nnUNet_raw|nnUNet_preprocessed|nnUNet_results/...
     RUN/trainers/              the module nnU-Net finds medssl's trainers in
     RUN/logs/*.log             each nnU-Net command's output
@@ -131,7 +133,8 @@ class _Nnunet:
             ("MEDSSL_FT_EPOCHS", settings.epochs),
             ("MEDSSL_FT_ITERS", settings.iterations),
             ("MEDSSL_FT_VAL_ITERS", settings.val_iterations),
-            ("MEDSSL_FT_LR", settings.lr),
+            ("MEDSSL_FT_LR", settings.peak_lr()),
+            ("MEDSSL_FT_DEEP_SUPERVISION", int(settings.uses_deep_supervision())),
             ("MEDSSL_FT_WARMUP", settings.warmup),
             ("MEDSSL_FT_SEED", settings.seed),
         ):
@@ -213,6 +216,74 @@ def _load_weights(
     with atomic_file(target, verify=lambda p: load_tensors_file(p, numpy_scalars=True)) as tmp:
         torch.save({"network_weights": weights, "medssl": meta}, tmp)
     return weights, meta
+
+
+def loaded_keys(
+    weights: Mapping[str, torch.Tensor], meta: Mapping[str, Any], load: str
+) -> list[str]:
+    """The keys of ``weights`` a fine-tuning run takes from pretraining: those pretraining
+    trained (``meta["pretrained_keys"]``; every key when the file does not say), only the
+    encoder's with ``load="encoder"``; never nnU-Net's output layers."""
+    trained = meta.get("pretrained_keys") or list(weights)
+    keys = [k for k in trained if k in weights and ".seg_layers." not in k]
+    if load == "encoder":
+        keys = [k for k in keys if k.startswith("encoder.")]
+    return sorted(keys)
+
+
+def _write_start_weights(
+    run_dir: Path,
+    settings: FinetuneSettings,
+    weights: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    plans: dict,
+    configuration: str,
+    labels: dict,
+) -> None:
+    """Write ``run_dir/pretrained.pth``, the weights nnU-Net's ``-pretrained_weights`` loads:
+    the keys of :func:`loaded_keys` from pretraining, every other key from nnU-Net's own
+    initialisation drawn with the run's seed (nnU-Net's loader wants every key, so without
+    this the parts pretraining did not train would start from the same weights in every
+    seed). What was loaded is recorded in ``run_dir/pretrained.json``."""
+    from medssl.models.unet import build_network
+
+    seed = 0 if settings.seed is None else settings.seed
+    network = build_network(
+        plans,
+        configuration,
+        input_channels=1,
+        output_channels=len(labels),
+        deep_supervision=True,
+        seed=seed,
+    )
+    state = {k: v.detach().to("cpu").clone().contiguous() for k, v in network.state_dict().items()}
+    keys = loaded_keys(weights, meta, settings.load)
+    if not keys:
+        raise InputError(
+            f"the pretrained weights hold no {settings.load} keys to load",
+            path=settings.pretrained,
+            hint="use --load all, or give weights of a pretraining that trained the encoder",
+        )
+    for k in keys:
+        state[k] = weights[k]
+    with atomic_file(
+        run_dir / "pretrained.pth", verify=lambda p: load_tensors_file(p, numpy_scalars=True)
+    ) as tmp:
+        torch.save({"network_weights": state, "medssl": meta}, tmp)
+    record = {
+        "load": settings.load,
+        "loaded_keys": len(keys),
+        "initialised_keys": sum(k not in keys for k in state),
+        "init_seed": seed,
+    }
+    write_json(run_dir / "pretrained.json", record)
+    log.info(
+        "start weights: %d tensors from pretraining (%s), %d initialised with seed %d",
+        record["loaded_keys"],
+        settings.load,
+        record["initialised_keys"],
+        seed,
+    )
 
 
 def _read_splits(settings: FinetuneSettings, cases: Sequence[Case]) -> list[dict] | None:
@@ -411,6 +482,8 @@ def finetune(
             input_channels=1,
             num_labels=len(labels),
         )
+        if settings.pretrained_run:
+            _write_start_weights(run_dir, settings, weights, meta, plans, configuration, labels)
     for w in warnings:
         log.warning("%s", w)
 

@@ -16,7 +16,8 @@ checkpointing; these classes change only the learning-rate schedule, the budget 
 
 Both read overrides from the environment, which ``medssl finetune`` sets per run and records
 in the run folder: ``MEDSSL_FT_EPOCHS``, ``MEDSSL_FT_ITERS``, ``MEDSSL_FT_VAL_ITERS``,
-``MEDSSL_FT_LR``, ``MEDSSL_FT_WARMUP`` (fraction of all iterations), ``MEDSSL_FT_SEED`` (seeds
+``MEDSSL_FT_LR``, ``MEDSSL_FT_WARMUP`` (fraction of all iterations),
+``MEDSSL_FT_DEEP_SUPERVISION`` (0 or 1), ``MEDSSL_FT_SEED`` (seeds
 Python, NumPy and PyTorch before the network is built: initialisation, case sampling and
 augmentation are then repeatable with ``nnUNet_n_proc_DA=0``).
 """
@@ -114,6 +115,8 @@ class nnUNetTrainer_medssl(nnUNetTrainer):  # noqa: N801 (nnU-Net's naming schem
         )
         self.initial_lr = float(_env_number("MEDSSL_FT_LR", float, 1e-2))  # nnU-Net's 1e-2
         self.warmup_fraction = float(_env_number("MEDSSL_FT_WARMUP", float, self.default_warmup))
+        # nnU-Net builds the network and the loss from this in initialize()
+        self.enable_deep_supervision = bool(_env_number("MEDSSL_FT_DEEP_SUPERVISION", int, 1))
         self.save_every = min(self.default_save_every, self.num_epochs)
         self._iteration = 0
 
