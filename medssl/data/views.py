@@ -17,6 +17,7 @@ the spatial correspondence between the views is known (a shift by ``start2 - sta
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,7 +28,25 @@ from torch.utils.data import Dataset
 from medssl.data.patches import crop_with_padding
 from medssl.data.volumes import CachedVolume
 
-__all__ = ["ViewDataset"]
+__all__ = ["ViewDataset", "partition_bounds", "slab_start"]
+
+log = logging.getLogger(__name__)
+
+
+def partition_bounds(depth: int, part: int, partitions: int) -> tuple[int, int]:
+    """Slices ``[lo, hi)`` of partition ``part`` of ``partitions`` along an axis of ``depth``
+    slices (consecutive, disjoint, covering the axis; at least one slice each)."""
+    lo = depth * part // partitions
+    return lo, max(lo + 1, depth * (part + 1) // partitions)
+
+
+def slab_start(lo: int, hi: int, size: int, rng: np.random.Generator) -> int:
+    """First slice of a slab of ``size`` slices drawn inside ``[lo, hi)`` (uniformly over the
+    positions that fit); a partition thinner than the slab gets the slab centred on it (it
+    then overlaps its neighbours: :class:`ViewDataset` warns)."""
+    if hi - lo >= size:
+        return int(rng.integers(lo, hi - size + 1))
+    return (lo + hi - size) // 2
 
 
 class ViewDataset(Dataset):
@@ -72,6 +91,17 @@ class ViewDataset(Dataset):
         self.transform = transform
         self.jitter = float(jitter)
         self.aligned = bool(aligned)
+        if len(self.patch_size) == 3:
+            thin = sum(v.shape[0] // self.partitions < self.patch_size[0] for v in self.volumes)
+            if thin:
+                log.warning(
+                    "%d of %d volumes have partitions thinner than a slab of %d slices: their "
+                    "slabs overlap neighbouring partitions (fewer partitions, thinner slabs or "
+                    "the 2d configuration avoid it)",
+                    thin,
+                    len(self.volumes),
+                    self.patch_size[0],
+                )
 
     def __len__(self) -> int:
         return 2**62
@@ -81,10 +111,11 @@ class ViewDataset(Dataset):
         v = int(np.random.default_rng([self.seed, group, 0]).integers(len(self.volumes)))
         rng = np.random.default_rng([self.seed, int(index), 1])
         arr = np.load(self.volumes[v].image, mmap_mode="r")
-        depth = arr.shape[0]
-        lo = depth * part // self.partitions
-        hi = max(lo + 1, depth * (part + 1) // self.partitions)
-        z = int(rng.integers(lo, hi))
+        lo, hi = partition_bounds(arr.shape[0], part, self.partitions)
+        if len(self.patch_size) == 2:
+            z = int(rng.integers(lo, hi))
+        else:  # a slab inside its partition: neighbouring partitions share no slice
+            z = slab_start(lo, hi, self.patch_size[0], rng) + self.patch_size[0] // 2
         plane = self.patch_size[-2:]
         centre = [s // 2 for s in arr.shape[1:]]
 

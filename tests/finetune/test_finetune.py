@@ -26,6 +26,7 @@ from medssl.finetune.nnunet.run import (
     FinetuneSettings,
     _load_weights,
     _write_start_weights,
+    dice_per_label,
     finetune,
     loaded_keys,
     seg_name,
@@ -278,6 +279,23 @@ def test_a_pretrained_run_loads_what_load_names_and_initialises_the_rest_from_it
     assert all(torch.equal(every[k], own[k]) for k in decoder[4:])
 
 
+def test_dice_per_label_against_hand_made_arrays():
+    """Dice was only checked to lie in [0, 1]."""
+    ref = np.zeros((4, 4), np.int32)
+    ref[:2, :2] = 1  # label 1: 4 voxels
+    ref[3, :] = 2  # label 2: 4 voxels
+    pred = np.zeros((4, 4), np.int32)
+    pred[:2, :1] = 1  # 2 voxels, both right: Dice 2*2/(2+4)
+    pred[3, :2] = 2  # 2 of label 2 right ...
+    pred[2, :2] = 2  # ... and 2 wrong: Dice 2*2/(4+4)
+    labels = {"background": 0, "a": 1, "b": 2, "absent": 3}
+    dice = dice_per_label(pred, ref, labels)
+    assert dice["a"] == pytest.approx(4 / 6) and dice["b"] == pytest.approx(0.5)
+    assert np.isnan(dice["absent"]) and "background" not in dice
+    assert dice_per_label(ref, ref, labels)["a"] == 1.0
+    assert dice_per_label(np.zeros_like(ref), ref, labels)["b"] == 0.0
+
+
 # ---- nnU-Net end to end --------------------------------------------------------------------
 
 
@@ -310,6 +328,15 @@ def test_checkpoint_to_dice_through_nnunets_commands(medssl, pretrained, labelle
     dice = json.loads((run / "dice.json").read_text())
     assert set(dice["validation"]["cases"]) == {"c0"}  # fold 0 of 4 leave-one-out folds
     assert 0.0 <= dice["validation"]["mean"]["tissue"] <= 1.0
+    # dice.json is the Dice of nnU-Net's validation prediction against the label map
+    results = run / "nnUNet_results" / "Dataset900_medssl"
+    folder = results / "nnUNetTrainer_medsslShort__medsslPlans__3d_fullres"
+    p = read_volume(folder / "fold_0" / "validation" / "c0.nii.gz").array
+    r = read_volume(lab / "c0_label.nii.gz").array
+    for name, value in (("tissue", 1), ("core", 2)):
+        both = int((p == value).sum() + (r == value).sum())
+        hand = 2 * int(((p == value) & (r == value)).sum()) / both
+        assert dice["validation"]["cases"]["c0"][name] == pytest.approx(hand), name
     train_log = (run / "logs" / "train_fold0.log").read_text()
     assert "-pretrained_weights" in train_log and "Loading pretrained weights" in train_log
     # a pretrained arm: nnssl's recipe (lr 1e-3, encoder loaded, no deep supervision)
@@ -317,8 +344,6 @@ def test_checkpoint_to_dice_through_nnunets_commands(medssl, pretrained, labelle
     assert json.loads((run / "pretrained.json").read_text())["load"] == "encoder"
     assert "medsslPlans" in train_log and "nnUNetTrainer_medsslShort" in train_log
     # the fine-tuning network is the pretrained one: same keys and shapes
-    results = run / "nnUNet_results" / "Dataset900_medssl"
-    folder = results / "nnUNetTrainer_medsslShort__medsslPlans__3d_fullres"
     final = torch.load(folder / "fold_0" / "checkpoint_final.pth", weights_only=False)
     pre = torch.load(export, weights_only=True)["network_weights"]
     for key, value in final["network_weights"].items():

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from medssl.models import build_network
-from medssl.ssl.mae3d import MaskedAutoencoder, RecordedMasker, masked_mse
+from medssl.ssl.mae3d import MAEObjective, MaskedAutoencoder, RecordedMasker, masked_mse
 from medssl.ssl.mae3d.masking import expand_mask
 from medssl.ssl.mae3d.sparse import MaskState, SparseConv, SparseInstanceNorm, sparsify
 
@@ -144,3 +144,27 @@ def test_s3d_refuses_norms_whose_statistics_would_see_masked_voxels():
     net.encoder.stem.convs[0].norm = nn.BatchNorm3d(8)
     with pytest.raises(ValueError, match="instance norms only"):
         MaskedAutoencoder(net, sparse=True, block_size=8)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_the_objective_scores_the_masked_voxels_only(sparse):
+    """The training loss against a hand computation: the mean squared error over the voxels of
+    the masked blocks (scoring the visible ones instead passed every other test)."""
+    torch.manual_seed(0)
+    block = torch.zeros(2, 4, 4, 4, dtype=torch.bool)
+    block[0, :2] = True  # sample 0: the first half of the block rows
+    block[1, :, :, 1::2] = True  # sample 1: every other block column
+    mae = MaskedAutoencoder(
+        build_network("tiny", seed=0),
+        sparse=sparse,
+        block_size=8,
+        masker=RecordedMasker(block, block_size=8),
+    )
+    objective = MAEObjective(mae)
+    x = torch.randn(2, 1, 32, 32, 32)
+    loss = objective({"image": x, "seed": torch.tensor([1, 2])})["loss"]
+    recon = mae(x, block_mask=block).reconstruction
+    voxels = block.repeat_interleave(8, 1).repeat_interleave(8, 2).repeat_interleave(8, 3)
+    hand = ((recon - x)[:, 0][voxels] ** 2).mean()
+    torch.testing.assert_close(loss, hand)
+    assert not torch.allclose(loss, ((recon - x)[:, 0][~voxels] ** 2).mean())

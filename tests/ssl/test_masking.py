@@ -61,3 +61,16 @@ def test_recorded_masker_replays_its_mask_and_checks_the_grid():
     assert out.shape == (2, 2, 2, 2) and torch.equal(out[0], mask) and torch.equal(out[1], mask)
     with pytest.raises(ValueError, match="grid"):
         rec((64, 64, 64), [0])
+
+
+def test_a_variable_mask_ratio_is_drawn_per_sample_from_its_seed():
+    """S3D-L: each sample's ratio from U(0.6, 0.9), repeatable from the sample's seed."""
+    masker = BlockMasker(8, (0.6, 0.9))
+    masks = masker((64, 64, 64), list(range(40)))  # 8^3 = 512 blocks per sample
+    ratios = masks.flatten(1).float().mean(1)
+    assert ratios.min() >= 0.6 - 1 / 512 and ratios.max() <= 0.9 + 1 / 512
+    assert ratios.max() - ratios.min() > 0.15  # spread over the interval
+    assert torch.equal(masker((64, 64, 64), [7, 3]), masks[[7, 3]])
+    assert BlockMasker(8, 0.75)((64, 64, 64), [1]).float().mean() == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="low, high"):
+        BlockMasker(8, (0.9, 0.6))

@@ -64,24 +64,36 @@ class BlockMasker:
 
     Args:
         block_size: Block edge in voxels (an int or one per axis).
-        ratio: Fraction of blocks masked (0.75 in Revisiting MAE).
+        ratio: Fraction of blocks masked (0.75 in Revisiting MAE), or ``(low, high)``: each
+            sample's ratio drawn from ``U(low, high)`` by its own generator (S3D-L's variable
+            ratio is ``(0.6, 0.9)``).
 
     ``masker(spatial_shape, seeds)`` returns a ``(B, *grid)`` bool mask; sample ``i`` uses a
     generator seeded with ``seeds[i]``, so a sample's mask depends only on its seed (not on the
     batch it lands in, the worker that loaded it or the DDP rank).
     """
 
-    def __init__(self, block_size: int | Sequence[int] = 16, ratio: float = 0.75) -> None:
+    def __init__(
+        self, block_size: int | Sequence[int] = 16, ratio: float | Sequence[float] = 0.75
+    ) -> None:
         self.block_size = block_size
-        self.ratio = float(ratio)
-        random_block_mask((2,), self.ratio)  # validates the ratio early
+        bounds = (ratio, ratio) if isinstance(ratio, int | float) else tuple(ratio)
+        if len(bounds) != 2 or bounds[0] > bounds[1]:
+            raise ValueError(f"mask ratio must be a number or (low, high), got {ratio}")
+        self.ratio: tuple[float, float] = (float(bounds[0]), float(bounds[1]))
+        for r in self.ratio:
+            random_block_mask((2,), r)  # validates the ratio early
 
     def __call__(self, spatial_shape: Sequence[int], seeds: Sequence[int]) -> torch.Tensor:
         grid = block_grid(spatial_shape, self.block_size)
+        low, high = self.ratio
         masks = []
         for seed in seeds:
             g = torch.Generator().manual_seed(int(seed))
-            masks.append(random_block_mask(grid, self.ratio, g))
+            ratio = low
+            if high > low:
+                ratio = low + (high - low) * float(torch.rand((), generator=g))
+            masks.append(random_block_mask(grid, ratio, g))
         return torch.stack(masks)
 
 

@@ -70,7 +70,8 @@ class MaskedAutoencoder(nn.Module):
             ``num_classes == input channels`` and deep supervision off.
         sparse: ``True`` for S3D, ``False`` for the dense MAE.
         block_size: Mask block edge in voxels (16 in the paper).
-        mask_ratio: Fraction of blocks masked (0.75 in the paper).
+        mask_ratio: Fraction of blocks masked (0.75 in the paper), or ``(low, high)`` for a
+            ratio drawn per sample (see :class:`BlockMasker`).
         masker: Replaces the random masker (e.g. a :class:`RecordedMasker` in tests).
 
     Shape:
@@ -83,7 +84,7 @@ class MaskedAutoencoder(nn.Module):
         *,
         sparse: bool,
         block_size: int = 16,
-        mask_ratio: float = 0.75,
+        mask_ratio: float | tuple[float, float] = 0.75,
         masker: BlockMasker | RecordedMasker | None = None,
     ) -> None:
         super().__init__()

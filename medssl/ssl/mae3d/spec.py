@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from medssl.errors import InputError
 from medssl.ssl.registry import MethodSpec, Section, register
@@ -19,10 +19,21 @@ __all__ = ["MaskSection", "build_objective"]
 
 
 class MaskSection(Section):
-    """MAE masking (Revisiting MAE: 16³ blocks, 75 %)."""
+    """MAE masking (Revisiting MAE: 16³ blocks, 75 %). ``mask_ratio: [low, high]`` draws each
+    sample's ratio from ``U(low, high)`` (S3D-L: ``[0.6, 0.9]``)."""
 
     block_size: int = Field(16, ge=1)
-    mask_ratio: float = Field(0.75, ge=0, lt=1)
+    mask_ratio: float | tuple[float, float] = 0.75
+
+    @field_validator("mask_ratio")
+    @classmethod
+    def _ratio(cls, v: float | tuple[float, float]) -> float | tuple[float, float]:
+        low, high = (v, v) if isinstance(v, int | float) else v
+        if not 0 <= low <= high < 1:
+            raise ValueError(
+                f"must be a ratio in [0, 1) or [low, high] with 0 <= low <= high < 1, got {v}"
+            )
+        return v
 
 
 def check_patch(cfg: PretrainConfig, patch: list[int], stage_strides: list[list[int]]) -> None:
