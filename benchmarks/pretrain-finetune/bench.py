@@ -100,7 +100,8 @@ def _lobe_map(aal, lookup: dict[int, int]):
 
 def eligible(labels: np.ndarray) -> list[int]:
     """Axial slices (first array axis) showing at least MIN_CLASSES of the 8 lobes."""
-    return [z for z in range(labels.shape[0]) if len(set(np.unique(labels[z])) - {0}) >= MIN_CLASSES]
+    shown = [len(set(np.unique(labels[z]).tolist()) - {0}) for z in range(labels.shape[0])]
+    return [z for z, n in enumerate(shown) if n >= MIN_CLASSES]
 
 
 def train_slices(candidates: list[int], seed: int, budget: int) -> list[int]:
@@ -149,12 +150,49 @@ def cmd_prepare(_: argparse.Namespace) -> None:
     print(f"test slices: {len(test)}")
 
 
+STEPS = {"s3d": 300, "contrastive": 200, "graphmatch": 300}  # contrastive: + 100 local steps
+
+
+def _info() -> dict:
+    if not (DATA / "info.json").is_file():
+        cmd_prepare(argparse.Namespace())
+    return json.loads((DATA / "info.json").read_text())
+
+
+def run_dir(method: str) -> Path:
+    return WORK / f"ptft_{method}"
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    """One method's pretraining on the pool (resumes a stopped run)."""
+    run = run_dir(args.method)
+    cmd = [*MEDSSL, "pretrain", "--method", args.method, "-o", str(run)]
+    if (run / "run.json").is_file():
+        cmd.append("--resume")
+    else:
+        cmd += ["-c", str(HERE / "configs" / f"{args.method}.yaml")]
+        cmd += ["--steps", str(STEPS[args.method])]
+        for path in _info()["pool"].values():
+            cmd += ["-d", path]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, check=False)
+    if proc.returncode != 0:
+        sys.exit(proc.returncode)
+    row = {"method": args.method, "wall_s": round(time.perf_counter() - t, 1),
+           "date": time.strftime("%Y-%m-%d"),
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores"}  # fmt: skip
+    with (HERE / "pretrain.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("prepare")
+    pre = sub.add_parser("pretrain")
+    pre.add_argument("--method", choices=list(STEPS), required=True)
     args = ap.parse_args()
-    {"prepare": cmd_prepare}[args.cmd](args)
+    {"prepare": cmd_prepare, "pretrain": cmd_pretrain}[args.cmd](args)
 
 
 if __name__ == "__main__":
