@@ -185,14 +185,234 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+FT_EPOCHS, FT_ITERS, FT_VAL_ITERS = 10, 25, 5
+PROBE = HERE / "probe.jsonl"
+FINETUNE = HERE / "finetune.jsonl"
+
+
+def _slices(info: dict, seed: int, budget: int) -> tuple[list[str], list[str]]:
+    train = [f"colin27_z{z:03d}" for z in train_slices(info["colin27"]["eligible"], seed, budget)]
+    return train, list(info["test"])
+
+
+def _checkpoint(method: str) -> Path:
+    path = run_dir(method) / "checkpoint_final.pt"
+    if not path.is_file():
+        sys.exit(f"{path} missing: run bench.py pretrain --method {method} first")
+    return path
+
+
+def _read(case: str, kind: str) -> np.ndarray:
+    import SimpleITK as sitk
+
+    path = DATA / ("images" if kind == "image" else "labels") / f"{case}_{kind}.nii.gz"
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))[0]
+
+
+def _encoder(method: str, seed: int):
+    """The frozen encoder of ``method`` (``random``: nnU-Net's initialisation from ``seed``)."""
+    import torch
+
+    from medssl.finetune.nnunet.checkpoint import export_nnunet, read_export
+    from medssl.models import build_network
+
+    torch.manual_seed(seed)
+    net = build_network("small", "2d", output_channels=len(CLASSES), seed=seed)
+    if method != "random":
+        export = WORK / f"ptft_{method}_export.pth"
+        if not export.is_file():
+            export_nnunet(_checkpoint(method), export)
+        weights, _ = read_export(export)
+        state = net.state_dict()
+        state.update({k: v for k, v in weights.items() if k.startswith("encoder.")})
+        net.load_state_dict(state)
+    return net.encoder.eval()
+
+
+def _features(encoder, image: np.ndarray):
+    """``(1, C, H, W)`` features of the first three stages at the slice's size (z-scored,
+    padded to a multiple of 16, cropped back)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = (image - image.mean()) / max(float(image.std()), 1e-6)
+    h, w = x.shape
+    ph, pw = -h % 16, -w % 16
+    t = F.pad(torch.from_numpy(x.astype(np.float32))[None, None], (0, pw, 0, ph))
+    with torch.no_grad():
+        skips = encoder(t)[:3]
+    ups = [F.interpolate(f, size=t.shape[2:], mode="bilinear", align_corners=False) for f in skips]
+    return torch.cat(ups, 1)[:, :, :h, :w]
+
+
+def _mean_dice(preds: dict[str, np.ndarray], cases: list[str]) -> float:
+    from medssl.finetune.nnunet.run import dice_per_label
+
+    labels = {name: i for i, name in enumerate(CLASSES)}
+    per = [dice_per_label(preds[c], _read(c, "label"), labels) for c in cases]
+    by_class = [np.nanmean([p[n] for p in per]) for n in CLASSES[1:]]
+    return float(np.mean(by_class))
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    """The screen: a per-pixel linear probe on each frozen encoder (see RESULTS.md)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    info = _info()
+    done = set()
+    if PROBE.is_file():
+        done = {(r["arm"], r["budget"], r["seed"]) for r in map(json.loads, PROBE.open())}
+    for method in ("random", *STEPS):
+        for seed in SEEDS:
+            encoder = None
+            for budget in BUDGETS:
+                if (method, budget, seed) in done:
+                    continue
+                encoder = encoder or _encoder(method, seed)
+                train, test = _slices(info, seed, budget)
+                feats = [_features(encoder, _read(c, "image")) for c in train]
+                targets = [
+                    torch.from_numpy(_read(c, "label").astype(np.int64))[None] for c in train
+                ]
+                torch.manual_seed(seed)
+                head = torch.nn.Conv2d(feats[0].shape[1], len(CLASSES), 1)
+                opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+                for _ in range(300):
+                    opt.zero_grad()
+                    loss = sum(
+                        torch.nn.functional.cross_entropy(head(f), t)
+                        for f, t in zip(feats, targets, strict=True)
+                    ) / len(feats)
+                    loss.backward()
+                    opt.step()
+                with torch.no_grad():
+                    preds = {
+                        c: head(_features(encoder, _read(c, "image"))).argmax(1)[0].numpy()
+                        for c in test
+                    }
+                row = {"arm": method, "budget": budget, "seed": seed,
+                       "dice": round(_mean_dice(preds, test), 4),
+                       "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+                with PROBE.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+
+
+def _finetune(arm: str, budget: int, seed: int) -> dict:
+    info = _info()
+    train, test = _slices(info, seed, budget)
+    work = WORK / f"ptft_ft_{arm}_b{budget}_s{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    cases = [*train, *test]
+    (work / "images.txt").write_text(
+        "".join(f"{DATA / 'images' / (c + '_image.nii.gz')}\n" for c in cases)
+    )
+    (work / "labels.txt").write_text(
+        "".join(f"{DATA / 'labels' / (c + '_label.nii.gz')}\n" for c in cases)
+    )
+    (work / "splits.json").write_text(json.dumps([{"train": train, "val": test}]))
+    ckpt = _checkpoint("s3d" if arm == "scratch" else arm)
+    cmd = [*MEDSSL, "finetune", "-d", str(work / "images.txt"), "-l", str(work / "labels.txt")]
+    cmd += [
+        "-o",
+        str(work / "run"),
+        "--pretrained",
+        str(ckpt),
+        "--splits",
+        str(work / "splits.json"),
+    ]
+    cmd += ["--trainer", "nnUNetTrainer_medsslShort", "--epochs", str(FT_EPOCHS)]
+    cmd += ["--iterations", str(FT_ITERS), "--val-iterations", str(FT_VAL_ITERS)]
+    cmd += ["--seed", str(seed), "--device", "cpu", "--label-names", ",".join(CLASSES)]
+    if arm == "scratch":
+        cmd.append("--scratch")
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{arm} budget {budget} seed {seed} failed:\n{proc.stderr[-3000:]}")
+    dice = json.loads((work / "run" / "dice.json").read_text())["validation"]["mean"]
+    return {"arm": arm, "budget": budget, "seed": seed, "dice": round(dice["mean"], 4),
+            "per_class": {k: round(v, 4) for k, v in dice.items() if k != "mean"},
+            "wall_s": round(time.perf_counter() - t, 1), "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores"}  # fmt: skip
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    """Every arm x budget x seed not yet in finetune.jsonl (paired: seeds outermost)."""
+    done = set()
+    if FINETUNE.is_file():
+        done = {(r["arm"], r["budget"], r["seed"]) for r in map(json.loads, FINETUNE.open())}
+    for seed in args.seeds:
+        for budget in args.budgets:
+            for arm in args.arms:
+                if (arm, budget, seed) not in done:
+                    row = _finetune(arm, budget, seed)
+                    with FINETUNE.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    print(json.dumps(row), flush=True)
+
+
+def _paired(rows: list[dict], arm: str, budget: int) -> tuple[float, float, float, int]:
+    """Mean paired difference to scratch and its 95 % t interval (mean, low, high, n)."""
+    from scipy import stats
+
+    by = {(r["arm"], r["budget"], r["seed"]): r["dice"] for r in rows}
+    d = [by[arm, budget, s] - by["scratch", budget, s] for s in SEEDS
+         if (arm, budget, s) in by and ("scratch", budget, s) in by]  # fmt: skip
+    if len(d) < 2:
+        return float("nan"), float("nan"), float("nan"), len(d)
+    half = stats.t.ppf(0.975, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d))
+    return float(np.mean(d)), float(np.mean(d) - half), float(np.mean(d) + half), len(d)
+
+
+def cmd_report(_: argparse.Namespace) -> None:
+    for title, path, arms, base in (
+        ("Screen: linear probe on the frozen encoder", PROBE, ("random", *STEPS), "random"),
+        ("Fine-tuning with nnU-Net", FINETUNE, ARMS, "scratch"),
+    ):
+        if not path.is_file():
+            continue
+        rows = [json.loads(line) for line in path.open()]
+        if base == "random":
+            rows = [{**r, "arm": "scratch" if r["arm"] == "random" else r["arm"]} for r in rows]
+            arms = ("scratch", *STEPS)
+        print(f"\n### {title}\n")
+        print("| arm | budget | Dice per seed (0-4) | mean | paired diff. to "
+              f"{base} [95 % CI] |\n|---|---|---|---|---|")  # fmt: skip
+        for budget in BUDGETS:
+            for arm in arms:
+                vals = {
+                    r["seed"]: r["dice"] for r in rows if r["arm"] == arm and r["budget"] == budget
+                }
+                if not vals:
+                    continue
+                cells = " / ".join(f"{vals[s]:.3f}" if s in vals else "-" for s in SEEDS)
+                diff = ""
+                if arm != "scratch":
+                    m, lo, hi, n = _paired(rows, arm, budget)
+                    diff = f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}] (n={n})"
+                print(f"| {arm if arm != 'scratch' or base == 'scratch' else base} | {budget} | "
+                      f"{cells} | {np.mean(list(vals.values())):.3f} | {diff} |")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("prepare")
     pre = sub.add_parser("pretrain")
     pre.add_argument("--method", choices=list(STEPS), required=True)
+    probe = sub.add_parser("probe")
+    probe.add_argument("--threads", type=int, default=2)
+    ft = sub.add_parser("finetune")
+    ft.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    ft.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS))
+    ft.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    sub.add_parser("report")
     args = ap.parse_args()
-    {"prepare": cmd_prepare, "pretrain": cmd_pretrain}[args.cmd](args)
+    commands = {"prepare": cmd_prepare, "pretrain": cmd_pretrain, "probe": cmd_probe,
+                "finetune": cmd_finetune, "report": cmd_report}  # fmt: skip
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":
