@@ -168,3 +168,34 @@ def test_the_objective_scores_the_masked_voxels_only(sparse):
     hand = ((recon - x)[:, 0][voxels] ** 2).mean()
     torch.testing.assert_close(loss, hand)
     assert not torch.allclose(loss, ((recon - x)[:, 0][~voxels] ** 2).mean())
+
+
+def test_s3d_densify_step_trains_and_stays_out_of_the_export():
+    """SparK's densify step: per-stage norm + conv on the filled features, pretraining only."""
+    torch.manual_seed(0)
+    plain = MaskedAutoencoder(build_network("tiny", seed=0), sparse=True, block_size=8)
+    dense = MaskedAutoencoder(
+        build_network("tiny", seed=0), sparse=True, block_size=8, densify=True
+    )
+    x = torch.randn(2, 1, 32, 32, 32)
+    out = dense(x, seeds=[1, 2])
+    assert not torch.allclose(out.reconstruction, plain(x, seeds=[1, 2]).reconstruction)
+    masked_mse(out.reconstruction, x, out.mask).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in dense.densify.parameters())
+    # still blind to the masked voxels
+    x2 = x + out.mask * 100 * torch.randn_like(x)
+    torch.testing.assert_close(
+        dense(x2, block_mask=out.block_mask).reconstruction, out.reconstruction
+    )
+    assert dense.plain_network().state_dict().keys() == plain.plain_network().state_dict().keys()
+    with pytest.raises(ValueError, match="sparse"):
+        MaskedAutoencoder(build_network("tiny", seed=0), sparse=False, densify=True)
+
+
+def test_densify_with_the_dense_mae_is_a_clear_error():
+    from medssl.errors import InputError
+    from medssl.ssl.config import load_config
+    from medssl.ssl.mae3d.spec import build_objective
+
+    with pytest.raises(InputError, match="densify is S3D's"):
+        build_objective("mae", load_config({"mae": {"densify": True}}), {})

@@ -73,6 +73,10 @@ class MaskedAutoencoder(nn.Module):
         mask_ratio: Fraction of blocks masked (0.75 in the paper), or ``(low, high)`` for a
             ratio drawn per sample (see :class:`BlockMasker`).
         masker: Replaces the random masker (e.g. a :class:`RecordedMasker` in tests).
+        densify: S3D only: SparK's densify step, a normalisation and a convolution per
+            encoder stage (3x3(x3); 1x1(x1) at the deepest) applied to the mask-token-filled
+            features before the decoder. Pretraining-only modules (``densify.*``), like the
+            mask tokens: the exported network does not contain them.
 
     Shape:
         x: ``(B, C, *S)`` with every ``S`` a multiple of ``block_size``.
@@ -86,6 +90,7 @@ class MaskedAutoencoder(nn.Module):
         block_size: int = 16,
         mask_ratio: float | tuple[float, float] = 0.75,
         masker: BlockMasker | RecordedMasker | None = None,
+        densify: bool = False,
     ) -> None:
         super().__init__()
         if not hasattr(network, "encoder") or not hasattr(network, "decoder"):
@@ -107,6 +112,21 @@ class MaskedAutoencoder(nn.Module):
             self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(c)) for c in channels)
             for t in self.mask_tokens:
                 nn.init.trunc_normal_(t, std=0.02)
+        if densify and not self.sparse:
+            raise ValueError("densify is S3D's step: it needs sparse=True")
+        self.densify = None
+        if densify:
+            dims = network.encoder.stem.convs[0].conv.weight.dim() - 2
+            conv = nn.Conv3d if dims == 3 else nn.Conv2d
+            norm = nn.InstanceNorm3d if dims == 3 else nn.InstanceNorm2d
+            last = len(channels) - 1
+            self.densify = nn.ModuleList(
+                nn.Sequential(
+                    norm(c, affine=True),
+                    conv(c, c, 1 if i == last else 3, padding=0 if i == last else 1),
+                )
+                for i, c in enumerate(channels)
+            )
 
     def check_patch(self, spatial_shape: Sequence[int]) -> None:
         """Raise ``ValueError`` unless every axis is a multiple of the block size."""
@@ -154,6 +174,8 @@ class MaskedAutoencoder(nn.Module):
                 m = expand_mask(block_mask, skip.shape[2:]).to(skip.dtype)
                 shape = (1, -1) + (1,) * (skip.dim() - 2)
                 filled.append(skip * (1.0 - m) + token.view(shape).to(skip.dtype) * m)
+            if self.densify is not None:
+                filled = [step(f) for step, f in zip(self.densify, filled, strict=True)]
             recon = self.network.decoder(filled)
         return MAEOutput(recon, mask, block_mask)
 

@@ -20,10 +20,12 @@ __all__ = ["MaskSection", "build_objective"]
 
 class MaskSection(Section):
     """MAE masking (Revisiting MAE: 16³ blocks, 75 %). ``mask_ratio: [low, high]`` draws each
-    sample's ratio from ``U(low, high)`` (S3D-L: ``[0.6, 0.9]``)."""
+    sample's ratio from ``U(low, high)`` (S3D-L: ``[0.6, 0.9]``); ``densify: true`` adds
+    SparK's densify step to S3D (see :class:`medssl.ssl.mae3d.model.MaskedAutoencoder`)."""
 
     block_size: int = Field(16, ge=1)
     mask_ratio: float | tuple[float, float] = 0.75
+    densify: bool = False
 
     @field_validator("mask_ratio")
     @classmethod
@@ -65,6 +67,11 @@ def build_objective(method: str, cfg: PretrainConfig, plans: dict) -> tuple[Any,
 
     if method not in ("mae", "s3d"):
         raise InputError(f"build_objective builds mae or s3d, not {method!r}")
+    if cfg.mae.densify and method != "s3d":
+        raise InputError(
+            "mae.densify is S3D's densify step; the dense MAE has none",
+            hint="use --method s3d, or set mae.densify: false",
+        )
     net = network(cfg, plans)
     with torch.random.fork_rng(devices=[]):  # mask tokens: drawn from the run seed
         torch.manual_seed(cfg.train.seed)
@@ -73,6 +80,7 @@ def build_objective(method: str, cfg: PretrainConfig, plans: dict) -> tuple[Any,
             sparse=method == "s3d",
             block_size=cfg.mae.block_size,
             mask_ratio=cfg.mae.mask_ratio,
+            densify=cfg.mae.densify,
         )
     meta = replace(
         base_meta(method, cfg, plans),
