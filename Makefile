@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   - runs medssl on built-in real sample data (fetched and cached on first use)
-#   make test   - runs the default test suite (everything but the `slow`, `cuda` and `e2e`
-#                 markers), one pytest worker per core
+#   make test   - runs the default test suite (everything but the `slow`, `cuda`, `e2e` and
+#                 `container` markers), one pytest worker per core
 # CI (.ci/run) runs `make test`, then `make test-e2e` (the long end-to-end runs).
 # Both create the environment in .venv when it is missing and reuse it otherwise.
 
@@ -9,10 +9,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medssl-installed
-TEST_MARKERS := not slow and not cuda and not e2e
+TEST_MARKERS := not slow and not cuda and not e2e and not container
 E2E_MARKERS := e2e and not slow and not cuda
 
-.PHONY: demo test test-e2e lint format env clean-env
+.PHONY: demo test test-e2e test-container lint format env clean-env
 
 demo: $(STAMP)
 	$(BIN)/medssl demo
@@ -24,6 +24,11 @@ test: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -m "$(E2E_MARKERS)" -n auto
+
+# builds the CPU image (docker/build.sh) and runs it offline, read-only, as uid 65534;
+# MEDSSL_CONTAINER_PREBUILT=1 uses the image MEDSSL_IMAGE (default medssl:cpu) as it is
+test-container: $(STAMP)
+	$(BIN)/python -m pytest -m container tests/docker
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medssl.io import write_dicom_series
@@ -173,3 +174,97 @@ def test_the_in_image_install_script_builds_the_kernels(mounts, tmp_path):
     assert built, "the CUDA kernel was not built into the environment"
     r = _entrypoint(["--version"], out, bindir=venv / "bin")
     assert r.returncode == 0, r.stderr
+
+
+# ---- the real image (marker `container`: `make test-container`) ----------------------------
+
+
+def _engine() -> list[str]:
+    """The container engine's command: podman as this machine needs it (runc, host ulimits),
+    else docker."""
+    if shutil.which("podman"):
+        return ["podman", "--runtime", "runc"]
+    if shutil.which("docker"):
+        return ["docker"]
+    pytest.fail("no container engine: install podman (see docker/README.md) or docker")
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    """The CPU image: built by docker/build.sh (layer cache reused), or taken as it is with
+    ``MEDSSL_CONTAINER_PREBUILT=1`` (name: ``MEDSSL_IMAGE``, default ``medssl:cpu``)."""
+    name = os.environ.get("MEDSSL_IMAGE", "medssl:cpu")
+    if os.environ.get("MEDSSL_CONTAINER_PREBUILT") != "1":
+        r = subprocess.run(
+            [str(DOCKER / "build.sh")], capture_output=True, text=True, timeout=3600, check=False
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+    return name
+
+
+def _run(image: str, args, *, inp: Path | None, out: Path | None):
+    """``ENGINE run`` offline, read-only root file system, as uid 65534."""
+    cmd = [*_engine(), "run", "--rm", "--network", "none", "--read-only", "--user", str(NOBODY)]
+    cmd += ["--tmpfs", "/tmp"]
+    if cmd[0] == "podman":
+        cmd += ["--ulimit", "host"]
+    if inp is not None:
+        cmd += ["-v", f"{inp}:/input:ro"]
+    if out is not None:
+        cmd += ["-v", f"{out}:/output"]
+    return subprocess.run(
+        [*cmd, image, *map(str, args)], capture_output=True, text=True, timeout=1200, check=False
+    )
+
+
+@pytest.mark.container
+def test_the_image_denoises_a_dicom_series_and_runs_a_pipeline_offline(image, mounts):
+    from medssl.io import read_volume
+
+    inp, out = mounts
+    out.chmod(0o777)  # the container's uid 65534 writes here
+    before = _tree_digest(inp)
+    r = _run(image, ["--version"], inp=None, out=out)
+    assert r.returncode == 0 and r.stdout.startswith("medssl "), r.stderr
+    r = _run(
+        image,
+        ["denoise", "--batch", "/input", "-o", "/output/denoised", "--steps", "10",
+         "--threads", "1"],
+        inp=inp,
+        out=out,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    jobs = [p for p in (out / "denoised").iterdir() if p.is_dir() and p.name != "skipped"]
+    assert len(jobs) == 1
+    derived = jobs[0] / "denoised"
+    files = sorted(derived.glob("*.dcm"))
+    assert len(files) == 3
+    # on the host: a valid series on the input's grid, readable by any host user
+    src, got = read_volume(inp / "study" / "ct"), read_volume(derived)
+    assert got.array.shape == src.array.shape
+    np.testing.assert_allclose(got.spacing, src.spacing, atol=1e-4)
+    np.testing.assert_allclose(got.origin, src.origin, atol=1e-3)
+    np.testing.assert_allclose(got.direction, src.direction, atol=1e-6)
+    assert not np.array_equal(got.array, src.array)  # it was denoised
+    for p in out.rglob("*"):
+        assert p.stat().st_mode & (0o005 if p.is_dir() else 0o004), p  # others may read
+    assert _tree_digest(inp) == before
+    # a pipeline file under /output reading /input: load, denoise, report
+    (out / "job.yaml").write_text(
+        "output: unused\nstages:\n  load: {input: [/input]}\n"
+        "  denoise: {steps: 10, threads: 1}\n  report: {}\n"
+    )
+    r = _run(image, ["/output/job.yaml"], inp=inp, out=out)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert (out / "job" / "report" / "report.html").is_file()
+    assert _tree_digest(inp) == before
+
+
+@pytest.mark.container
+def test_the_image_names_a_missing_or_unwritable_output(image, mounts):
+    inp, out = mounts
+    r = _run(image, ["--version"], inp=inp, out=None)
+    assert r.returncode == 2 and "not a writable folder" in r.stderr
+    out.chmod(0o755)  # owned by the host's user: uid 65534 cannot write
+    r = _run(image, ["--version"], inp=inp, out=out)
+    assert r.returncode == 2 and "not a writable folder" in r.stderr
