@@ -12,6 +12,9 @@
 #                       empty: torch is already importable in VENV_DIR, install nothing)
 #   MEDSSL_BUILD_CUDA   1: also build the CUDA kernel (needs nvcc and TORCH_CUDA_ARCH_LIST)
 #   PYTHON              interpreter for a new VENV_DIR (default python3)
+#   MEDSSL_DEPS_ONLY    1: install torch and medssl's dependencies (from SOURCE_DIR's
+#                       pyproject.toml), not medssl itself, and stop: the images' layer that a
+#                       change to medssl's code does not invalidate
 set -eu
 
 SRC=${1:?usage: install.sh SOURCE_DIR VENV_DIR}
@@ -22,6 +25,15 @@ if [ ! -x "$VENV/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$VENV"
 fi
 PIP="$VENV/bin/python -m pip --disable-pip-version-check --no-cache-dir"
+if [ "${MEDSSL_DEPS_ONLY:-0}" = 1 ]; then
+    # shellcheck disable=SC2086  # the spec is a list of requirements
+    [ -n "$TORCH_SPEC" ] && $PIP install $TORCH_SPEC "setuptools>=70" wheel ninja
+    "$VENV/bin/python" -c 'import sys, tomllib
+print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
+        "$SRC/pyproject.toml" >"$VENV/medssl-requirements.txt"
+    $PIP install -r "$VENV/medssl-requirements.txt"
+    exit 0
+fi
 if [ -n "$TORCH_SPEC" ]; then
     # shellcheck disable=SC2086  # the spec is a list of requirements
     $PIP install $TORCH_SPEC "setuptools>=70" wheel ninja

@@ -92,6 +92,7 @@ def test_dockerfiles_pass_hadolint_and_state_the_contract():
         text = path.read_text()
         user = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
         assert user and all(not u.startswith("0") and u != "root" for u in user)
+        assert user == ["10001:10001"]  # the same numeric user in both images
         assert 'VOLUME ["/input", "/output"]' in text
         assert 'ENTRYPOINT ["/usr/local/bin/medssl-entrypoint"]' in text
         assert "RUN medssl-install /src /opt/medssl" in text  # kernels built at image build
