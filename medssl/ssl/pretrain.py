@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -294,7 +295,9 @@ def _run(
         if stage_resume and not resume:
             raise InputError("the run folder holds checkpoints", path=stage.folder)
         if verbose and info.is_main and len(stages) > 1:
-            log.warning("stage %d/%d: %s (%d steps)", i + 1, len(stages), stage.name, stage.steps)
+            # a progress line, like the engine's step lines (it is no warning)
+            line = f"stage {i + 1}/{len(stages)}: {stage.name} ({stage.steps} steps)"
+            print(line, file=sys.stderr)
         result = _fit_stage(stage, cfg, info, per_rank, val, stage_resume, stop_after, verbose)
         if not result.finished:
             return result

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+import yaml
 
 from medssl.errors import InputError
 from medssl.finetune.nnunet import export_nnunet, read_export
@@ -144,3 +145,18 @@ def test_partition_strategies_fall_back_when_slice_axes_differ():
     assert _partition_strategies(cfg, [vol("RAS"), vol("RAS", "CT")]) == ("GR", "LR")
     strict = load_config({"contrastive": {"fallback": False}})
     assert _partition_strategies(strict, [vol("RAS"), vol("LSA")]) == ("GD", "LD")
+
+
+def test_the_stage_lines_are_progress_not_warnings(medssl, tmp_path, collection):
+    """Contrastive announced its stages as "WARNING stage 1/2: global (...)"."""
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["data"]["cache_dir"] = str(tmp_path / "cache")
+    cfg["train"].update(steps=1, batch_size=4)
+    cfg["contrastive"] = {"partitions": 2, "local_steps": 1, "head_hidden": 16, "head_out": 8,
+                          "local_head": 8}  # fmt: skip
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(cfg))
+    res = medssl("pretrain", "-m", "contrastive", "-d", str(collection), "-c",
+                 str(tmp_path / "r.yaml"), "-o", str(tmp_path / "run"))  # fmt: skip
+    assert res.code == 0, res.stderr
+    assert "stage 1/2: global (1 steps)" in res.stderr
+    assert "WARNING  stage" not in res.stderr
