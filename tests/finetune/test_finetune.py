@@ -247,11 +247,17 @@ def test_a_pretrained_run_loads_what_load_names_and_initialises_the_rest_from_it
     loader wants every key, and the export carried one initialisation): the rest now comes
     from the run's seed, as the scratch arm's whole network does."""
     pre = build_network("tiny", output_channels=3, deep_supervision=True, seed=123).state_dict()
-    decoder = [k for k in pre if k.startswith("decoder.") and ".seg_layers." not in k]
+    decoder = [
+        k
+        for k in pre
+        if k.startswith("decoder.") and ".seg_layers." not in k and ".encoder." not in k
+    ]
     encoder = [k for k in pre if k.startswith("encoder.")]
-    meta = {"pretrained_keys": sorted(encoder + decoder[:4])}  # as contrastive: + some decoder
+    first = [k for k in decoder if k.startswith("decoder.stages.0.")]  # with its aliases
+    rest = [k for k in decoder if k not in first]
+    meta = {"pretrained_keys": sorted(encoder + first)}  # as contrastive: + some decoder
     assert loaded_keys(pre, meta, "encoder") == sorted(encoder)
-    assert loaded_keys(pre, meta, "all") == sorted(encoder + decoder[:4])
+    assert loaded_keys(pre, meta, "all") == sorted(encoder + first)
     assert loaded_keys(pre, {}, "all") == sorted(k for k in pre if ".seg_layers." not in k)
 
     labels = {"background": 0, "a": 1, "b": 2}
@@ -275,8 +281,20 @@ def test_a_pretrained_run_loads_what_load_names_and_initialises_the_rest_from_it
     for k in weighted:
         assert torch.equal(a[k], own[k]) and not torch.equal(a[k], b[k]), k
     every = starts[0, "all"]["network_weights"]
-    assert all(torch.equal(every[k], pre[k]) for k in decoder[:4])
-    assert all(torch.equal(every[k], own[k]) for k in decoder[4:])
+    assert all(torch.equal(every[k], pre[k]) for k in first)
+    assert all(torch.equal(every[k], own[k]) for k in rest)
+    # what nnU-Net's own loader makes of the file: the pretrained encoder (its decoder holds
+    # the encoder a second time, as decoder.encoder.*: that copy must not win)
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+    for seed, load in starts:
+        net = build_network("tiny", output_channels=3, deep_supervision=True, seed=99)
+        load_pretrained_weights(net, str(tmp_path / f"{seed}_{load}" / "pretrained.pth"))
+        got = net.state_dict()
+        for k in encoder:
+            assert torch.equal(got[k], pre[k]), (seed, load, k)
+        other = next(k for k in weighted if k in rest)
+        assert not torch.equal(got[other], pre[other])  # not pretrained in either
 
 
 def test_dice_per_label_against_hand_made_arrays():

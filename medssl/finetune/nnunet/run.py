@@ -256,7 +256,6 @@ def _write_start_weights(
         deep_supervision=True,
         seed=seed,
     )
-    state = {k: v.detach().to("cpu").clone().contiguous() for k, v in network.state_dict().items()}
     keys = loaded_keys(weights, meta, settings.load)
     if not keys:
         raise InputError(
@@ -264,8 +263,13 @@ def _write_start_weights(
             path=settings.pretrained,
             hint="use --load all, or give weights of a pretraining that trained the encoder",
         )
-    for k in keys:
-        state[k] = weights[k]
+    # into the network, not the dict: nnU-Net's decoder holds the encoder too, so its
+    # parameters appear twice in the state dict (encoder.* and decoder.encoder.*), and the
+    # loader would let the second, untouched copy win
+    network.load_state_dict({k: weights[k] for k in keys}, strict=False)
+    tensors = network.state_dict(keep_vars=True)
+    given = {tensors[k].data_ptr() for k in keys}
+    state = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
     with atomic_file(
         run_dir / "pretrained.pth", verify=lambda p: load_tensors_file(p, numpy_scalars=True)
     ) as tmp:
@@ -273,7 +277,7 @@ def _write_start_weights(
     record = {
         "load": settings.load,
         "loaded_keys": len(keys),
-        "initialised_keys": sum(k not in keys for k in state),
+        "initialised_keys": sum(t.data_ptr() not in given for t in tensors.values()),
         "init_seed": seed,
     }
     write_json(run_dir / "pretrained.json", record)
