@@ -33,6 +33,7 @@ __all__ = [
     "SCRATCH_LR",
     "SPACINGS",
     "FinetuneSettings",
+    "legacy_record",
     "parse_settings",
 ]
 
@@ -194,9 +195,33 @@ class FinetuneSettings(BaseModel):
         return self.model_dump(mode="json")
 
     def changed_from(self, recorded: dict[str, Any]) -> list[str]:
-        """The fields whose value differs from a recorded :meth:`record` (sorted)."""
+        """The fields whose value differs from a recorded :meth:`record` (sorted).
+
+        A record written before ``load`` and ``deep_supervision`` existed is read as the
+        recipe it ran: a pretrained run loaded every pretrained key (``load: all``) with deep
+        supervision at nnU-Net's lr 1e-2 (:func:`legacy_record`); a scratch run is unchanged.
+        """
         now = self.record()
+        recorded = legacy_record(recorded)
         return sorted(k for k in {*now, *recorded} if now.get(k) != recorded.get(k))
+
+
+def legacy_record(recorded: dict[str, Any]) -> dict[str, Any]:
+    """``recorded`` with the recipe of runs from before ``load``/``deep_supervision`` spelled
+    out (unchanged when it has them). Such a pretrained run loaded every key with deep
+    supervision at lr 1e-2; for a scratch run the new fields change nothing."""
+    if "load" in recorded:
+        return recorded
+    pretrained = recorded.get("pretrained") is not None and not recorded.get("scratch")
+    if not pretrained:
+        return {**recorded, "load": "encoder", "deep_supervision": None}
+    lr = recorded.get("lr")
+    return {
+        **recorded,
+        "load": "all",
+        "deep_supervision": True,
+        "lr": SCRATCH_LR if lr is None else lr,
+    }
 
 
 def _message(error: ErrorDetails) -> str:

@@ -418,8 +418,9 @@ def optimisation_step(
     loss = out["loss"]
     # every rank stops at the same step (one rank raising alone would leave the others
     # waiting in the gradient all-reduce): the mean over ranks is finite only if all are
-    if not torch.isfinite(all_reduce_mean(loss.detach().float())):
-        raise _diverged(state, step, loss)
+    reduced = all_reduce_mean(loss.detach().float())
+    if not torch.isfinite(reduced):
+        raise _diverged(state, step, reduced)
     state.scaler.scale(loss).backward()
     state.scaler.unscale_(state.optimizer)
     gnorm = (
@@ -444,7 +445,7 @@ def _diverged(state: TrainState, step: int, loss: torch.Tensor) -> TrainingDiver
     return TrainingDivergedError(
         f"the training loss is {value} (not finite) at step {step} "
         f"({precision}, learning rate {lr:.3g}); the run folder keeps its last checkpoint",
-        hint=" or ".join(hints) + ", then start a new run (or --resume from the checkpoint)",
+        hint=" or ".join(hints) + ", then start a new run folder",
     )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
 from medssl.data.fetch import cache_root
@@ -206,6 +207,9 @@ def _resolve(
     if not state_file.is_file() or not cfg_file.is_file():
         raise InputError("no run to resume here", path=run, hint="start the run without --resume")
     cfg = load_config(cfg_file)
+    check_resume = registry.get(method).check_resume
+    if check_resume is not None:
+        check_resume(yaml.safe_load(cfg_file.read_text()) or {})
     if settings.recipe is not None and settings.recipe.model_dump() != cfg.model_dump():
         raise InputError(
             "--config differs from the config this run was started with",

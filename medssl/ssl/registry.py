@@ -69,6 +69,9 @@ class MethodSpec:
         build: ``build(ctx) -> [Stage, ...]``: the engine runs of the method (one, or several
             that share the network, as contrastive's global and local stages).
         check_patch: Checks the patch size against the method (see :data:`PatchCheck`).
+        check_resume: ``check_resume(saved)``: raise :class:`medssl.errors.InputError` if a
+            run whose saved recipe (``config.yaml`` as read by YAML, every key written) is
+            ``saved`` cannot be continued by this version of the method.
     """
 
     name: str
@@ -78,6 +81,7 @@ class MethodSpec:
     section: str | None = None
     settings: type[Section] | None = None
     check_patch: PatchCheck | None = None
+    check_resume: Callable[[dict], None] | None = None
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

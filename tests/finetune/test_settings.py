@@ -76,9 +76,8 @@ def test_settings_are_frozen_and_record_as_json():
 
 def test_a_run_record_written_before_the_settings_model_is_read():
     """``finetune.json`` of earlier runs (the dataclass's ``asdict``): predict reads it; a
-    re-run with the same options is refused as other settings, since those runs loaded every
-    pretrained key with deep supervision, which today's defaults (``load``,
-    ``deep_supervision``) no longer do."""
+    pretrained run of then resumes with its recipe spelled out (it loaded every pretrained key
+    with deep supervision at lr 1e-2: today's defaults differ), a scratch run as it is."""
     old = {
         "data": ["/d"], "labels": ["/l"], "pretrained": "/w.pth", "scratch": False,
         "trainer": "nnUNetTrainer_medsslShort", "folds": [0], "dataset_id": 900,
@@ -89,7 +88,14 @@ def test_a_run_record_written_before_the_settings_model_is_read():
     }  # fmt: skip
     settings = FinetuneSettings.model_validate(old)
     assert {k: v for k, v in settings.record().items() if k in old} == old
-    assert settings.changed_from(old) == ["load"]
+    # it ran every pretrained key, deep supervision, lr 1e-2: today's defaults differ ...
+    assert settings.changed_from(old) == ["deep_supervision", "load", "lr"]
+    # ... and the same recipe spelled out resumes it
+    same = settings.model_copy(update={"load": "all", "deep_supervision": True, "lr": 0.01})
+    assert same.changed_from(old) == []
+    # a scratch run of then is a scratch run of now
+    scratch = {**old, "pretrained": None, "scratch": True}
+    assert FinetuneSettings.model_validate(scratch).changed_from(scratch) == []
 
 
 class _OldFinetuneStage(BaseModel):

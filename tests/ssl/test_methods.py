@@ -114,6 +114,13 @@ def test_graph_matching_trains_the_encoder_and_exports(tmp_path, collection):
     net = _nnunet_load(out, meta["plans"])
     assert torch.equal(net.state_dict()[key[8:]], ckpt["model"][key])
     assert not torch.equal(init[key[8:]], ckpt["model"][key])  # trained through I-MLE
+    # a run started before graph_size existed trained another loss: it is not continued
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["graphmatch"]["graph_size"] == 16
+    del saved["graphmatch"]["graph_size"], saved["graphmatch"]["edge_affinity"]
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(InputError, match="earlier medssl whose loss differs"):
+        pretrain("graphmatch", None, tmp_path / "run", resume=True, verbose=False)
 
 
 @pytest.mark.parametrize("method", ["contrastive", "graphmatch"])

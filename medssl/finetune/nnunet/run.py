@@ -192,8 +192,9 @@ def _load_weights(
     path: Path, run_dir: Path, obj: dict[str, Any] | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a medssl export, a medssl pretraining checkpoint or an nnU-Net weights file on the
-    CPU (``obj``: its content, already read by :func:`_read_pretrained`), and write the CPU
-    copy nnU-Net will load to ``run_dir/pretrained.pth``."""
+    CPU (``obj``: its content, already read by :func:`_read_pretrained`), and write its CPU
+    copy to ``run_dir/pretrained.pth`` (which a pretrained run then replaces with its start
+    weights, :func:`_write_start_weights`)."""
     target = run_dir / "pretrained.pth"
     obj = _read_pretrained(path) if obj is None else obj
     if "network_weights" not in obj and "model" in obj:
@@ -372,12 +373,20 @@ def _check_settings(run_dir: Path, settings: FinetuneSettings) -> bool:
                 hint="choose a new or empty folder",
             )
         return False
-    changed = settings.changed_from(json.loads(record.read_text())["settings"])
+    recorded = json.loads(record.read_text())["settings"]
+    changed = settings.changed_from(recorded)
     if changed:
+        hint = "re-run with the same options to resume, or choose a new folder"
+        if "load" not in recorded and {"load", "deep_supervision", "lr"} & set(changed):
+            hint = (
+                "this run predates --load and --deep-supervision: it loaded every pretrained "
+                "key with deep supervision at lr 0.01; resume it with --load all "
+                "--deep-supervision --lr 0.01, or choose a new folder"
+            )
         raise InputError(
             f"the run folder holds a run with other settings ({', '.join(changed)} differ)",
             path=run_dir,
-            hint="re-run with the same options to resume, or choose a new folder",
+            hint=hint,
         )
     return True
 
@@ -488,6 +497,14 @@ def finetune(
         )
         if settings.pretrained_run:
             _write_start_weights(run_dir, settings, weights, meta, plans, configuration, labels)
+            if not settings.trainer.startswith("nnUNetTrainer_medssl"):
+                log.warning(
+                    "%s is not one of medssl's trainers: the pretrained run's lr %g and deep "
+                    "supervision %s are not applied (nnU-Net's trainer uses its own)",
+                    settings.trainer,
+                    settings.peak_lr(),
+                    "on" if settings.uses_deep_supervision() else "off",
+                )
     for w in warnings:
         log.warning("%s", w)
 

@@ -3,7 +3,8 @@
 nnU-Net finds them by name through the ``nnUNet_extTrainer`` environment variable (medssl
 writes a one-line module re-exporting them into each run folder and points the variable
 there), so training is nnU-Net's own loop, data augmentation, loss, validation and
-checkpointing; these classes change only the learning-rate schedule, the budget and the seed.
+checkpointing; these classes change only the learning-rate schedule, the budget, the seed and
+whether deep supervision is on.
 
 * :class:`nnUNetTrainer_medssl`: nnU-Net's budget (1000 epochs x 250 iterations, SGD with
   Nesterov momentum 0.99, peak lr 1e-2, poly decay) with a **linear warm-up** over the first

@@ -145,6 +145,15 @@ class IMLEMatching(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_z: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         u, p, eps, zs = ctx.saved_tensors
+        if not bool(torch.isfinite(grad_z).all()):
+            # an overflowed fp16 gradient (a grad scaler's scale grown too far): no target to
+            # solve for; NaN gradients make the scaler skip this step and lower its scale
+            nan = float("nan")
+            grad_u = torch.full_like(grad_z, nan) if ctx.needs_input_grad[0] else None
+            grad_p = None
+            if p is not None and ctx.needs_input_grad[1]:
+                grad_p = torch.full(p.shape, nan, dtype=grad_z.dtype, device=grad_z.device)
+            return grad_u, grad_p, None, None, None, None
         c = ctx.grad_scale
         target = u - ctx.lam * grad_z.detach().to("cpu", torch.float64) / c
         zt = torch.stack([map_matching(target + e, p) for e in eps])  # (S, n, n)

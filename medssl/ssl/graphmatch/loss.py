@@ -221,7 +221,8 @@ def hamming_loss(X: torch.Tensor, target: torch.Tensor | None = None) -> torch.T
     ``L = (1/n) Σ_ia [X_ia (1 - T_ia) + (1 - X_ia) T_ia]`` with ``T`` the identity (view ``i``
     of G1 ↔ view ``i`` of G2) unless given. For permutation matrices this is ``2 m / n`` with
     ``m`` the number of wrongly matched nodes, so it lies in ``[0, 2]``; swapping two nodes
-    gives ``4 / n``. It is linear in ``X`` with ``∂L/∂X = (1 - 2T) / n`` (what I-MLE uses).
+    gives ``4 / n``. It is linear in ``X`` with ``∂L/∂X = (1 - 2T) / n``; I-MLE's target uses
+    the gradient of the sum, ``1 - 2T`` (``imle_match(..., loss_weight=1/n)``).
 
     Args:
         X: ``(n, n)`` matching (a permutation matrix, or a mean of them).
@@ -258,8 +259,9 @@ class GraphMatchingLoss(nn.Module):
             70-100; the reported loss is divided by the node count, which
             :func:`imle_match`'s ``loss_weight`` undoes).
         edge_sigma: Bandwidth ``σ`` of the Gaussian edge affinity.
-        graph_size: Nodes per graph: a batch of ``n`` is cut into ``ceil(n / graph_size)``
-            graphs of near-equal size, matched one by one; the loss is their mean.
+        graph_size: Nodes per graph: a batch of ``n`` is cut into ``n // graph_size``
+            graphs of near-equal size (at least one), matched one by one; the loss is their
+            mean.
         edge_affinity: ``"cosine"`` (LVM-Med) or ``"gaussian"`` (see
             :func:`edge_affinity_matrix`).
         layers: GCN layers.
@@ -391,9 +393,10 @@ def _per_image(correspondence: torch.Tensor, n: int, F1: torch.Tensor | None) ->
 
 
 def graph_groups(n: int, size: int) -> list[slice]:
-    """``n`` nodes cut into ``ceil(n / size)`` consecutive graphs of near-equal size (the
-    first ones one node larger): ``graph_groups(20, 16)`` is two graphs of 10."""
-    count = max(1, -(-n // size))
+    """``n`` nodes cut into ``max(1, n // size)`` consecutive graphs of near-equal size (the
+    first ones one node larger), so no graph is smaller than ``size`` unless the batch is:
+    ``graph_groups(32, 16)`` is two graphs of 16, ``graph_groups(20, 16)`` one of 20."""
+    count = max(1, n // size)
     base, extra = divmod(n, count)
     out, start = [], 0
     for i in range(count):

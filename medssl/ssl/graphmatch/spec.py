@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from medssl.errors import InputError
 from medssl.ssl.registry import MethodSpec, Section, register
 
 if TYPE_CHECKING:
@@ -66,6 +67,19 @@ def build(ctx: StageContext) -> list[Stage]:
     return [Stage("graphmatch", ctx.run, objective, data, t.steps, meta)]
 
 
+def check_resume(saved: dict) -> None:
+    """A run started before graphs of ``graph_size`` nodes (its saved recipe lacks the key)
+    trained another loss: one graph per batch, a Gaussian edge affinity and I-MLE's lambda
+    acting as lambda/n; today's loss would take over mid-run."""
+    if "graph_size" not in (saved.get("graphmatch") or {}):
+        raise InputError(
+            "this graph-matching run was started by an earlier medssl whose loss differs (one "
+            "graph per batch, Gaussian edge affinity, lambda acting as lambda/n): it cannot be "
+            "continued with today's loss",
+            hint="start a new run folder, or finish this one with the medssl that started it",
+        )
+
+
 register(
     MethodSpec(
         name="graphmatch",
@@ -74,5 +88,6 @@ register(
         build=build,
         section="graphmatch",
         settings=GraphMatchSection,
+        check_resume=check_resume,
     )
 )

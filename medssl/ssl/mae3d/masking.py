@@ -13,6 +13,7 @@ visible when any block inside it is visible.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -77,7 +78,7 @@ class BlockMasker:
         self, block_size: int | Sequence[int] = 16, ratio: float | Sequence[float] = 0.75
     ) -> None:
         self.block_size = block_size
-        bounds = (ratio, ratio) if isinstance(ratio, int | float) else tuple(ratio)
+        bounds = (ratio, ratio) if isinstance(ratio, numbers.Real) else tuple(ratio)
         if len(bounds) != 2 or bounds[0] > bounds[1]:
             raise ValueError(f"mask ratio must be a number or (low, high), got {ratio}")
         self.ratio: tuple[float, float] = (float(bounds[0]), float(bounds[1]))
