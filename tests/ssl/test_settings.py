@@ -99,6 +99,6 @@ def test_the_augmentation_sections_become_the_augmentation_config():
     assert asdict(patch) == defaults  # no gamma or noise on MAE patches
     views = ViewsSection(flip_prob=0.3, affine_prob=0.2, noise_prob=0.1)
     free, aligned = asdict(views.augment_config(False)), asdict(views.augment_config(True))
-    assert {f.name for f in fields(AugmentConfig)} == set(views.model_fields) - {"jitter"}
+    assert {f.name for f in fields(AugmentConfig)} == set(ViewsSection.model_fields) - {"jitter"}
     assert free == views.model_dump(exclude={"jitter"})
     assert aligned == {**free, "flip_prob": 0.0, "affine_prob": 0.0}
