@@ -83,7 +83,11 @@ class BlockMasker:
             raise ValueError(f"mask ratio must be a number or (low, high), got {ratio}")
         self.ratio: tuple[float, float] = (float(bounds[0]), float(bounds[1]))
         for r in self.ratio:
-            random_block_mask((2,), r)  # validates the ratio early
+            if not 0.0 <= r < 1.0:
+                raise ValueError(f"mask ratio must be in [0, 1), got {r}")
+        # one draw from the global generator, as this check always made (later initialisation
+        # depends on it): runs keep the weights they had before the ratio could vary
+        random_block_mask((2,), self.ratio[0])
 
     def __call__(self, spatial_shape: Sequence[int], seeds: Sequence[int]) -> torch.Tensor:
         grid = block_grid(spatial_shape, self.block_size)
