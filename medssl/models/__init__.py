@@ -8,6 +8,7 @@ from medssl.models.unet import (
     configuration_dict,
     configuration_dim,
     load_plans,
+    network_dim,
     preset_plans,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "configuration_dict",
     "configuration_dim",
     "load_plans",
+    "network_dim",
     "preset_plans",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "configuration_dict",
     "configuration_dim",
     "load_plans",
+    "network_dim",
     "preset_plans",
 ]
 
@@ -194,6 +195,12 @@ def configuration_dict(plans: dict, configuration: str) -> dict:
 def configuration_dim(plans: dict, configuration: str) -> int:
     """2 or 3: the number of spatial axes of a plans configuration."""
     return len(configuration_dict(plans, configuration)["patch_size"])
+
+
+def network_dim(network: nn.Module) -> int:
+    """2 or 3: the number of spatial axes of a U-Net built by :func:`build_network` (read from
+    its encoder's first convolution)."""
+    return network.encoder.stem.convs[0].conv.weight.dim() - 2
 
 
 def build_network(

@@ -438,12 +438,11 @@ def optimisation_step(
 def _diverged(state: TrainState, step: int, loss: torch.Tensor) -> TrainingDivergedError:
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(state.amp_dtype, "float32")
     lr = state.optimizer.param_groups[0]["lr"]
-    value = loss.item() if math.isfinite(loss.item()) else str(loss.item())
     hints = ["lower train.lr (or lengthen train.warmup_steps)"]
     if state.amp_dtype is not None:
         hints.insert(0, 'set train.amp: "off" (float32)')
     return TrainingDivergedError(
-        f"the training loss is {value} (not finite) at step {step} "
+        f"the training loss is {loss.item()} (not finite) at step {step} "
         f"({precision}, learning rate {lr:.3g}); the run folder keeps its last checkpoint",
         hint=" or ".join(hints) + ", then start a new run folder",
     )

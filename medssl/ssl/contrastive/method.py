@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medssl.models.unet import network_dim
 from medssl.ssl.contrastive.heads import GlobalProjectionHead, LocalProjectionHead
 from medssl.ssl.contrastive.losses import global_contrastive_loss, local_contrastive_loss
 from medssl.ssl.distributed import all_gather_with_grad
@@ -141,7 +142,7 @@ class LocalContrastiveObjective(nn.Module):
         if not 1 <= self.blocks <= n_dec:
             raise ValueError(f"local blocks must be in 1..{n_dec}, got {self.blocks}")
         channels = network.encoder.output_channels[-(self.blocks + 1)]
-        dims = network.encoder.stem.convs[0].conv.weight.dim() - 2
+        dims = network_dim(network)
         self.head = LocalProjectionHead(channels, hidden, out, dims)
         self.set_trainable()
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medssl.models.unet import network_dim
 from medssl.ssl.contrastive.heads import GlobalProjectionHead
 from medssl.ssl.contrastive.method import freeze_decoder
 from medssl.ssl.distributed import all_gather_with_grad
@@ -96,7 +97,7 @@ class GraphMatchObjective(nn.Module):
             graph_size=graph_size,
             edge_affinity=edge_affinity,
         )
-        strides = [1] * (network.encoder.stem.convs[0].conv.weight.dim() - 2)
+        strides = [1] * network_dim(network)
         for s in network.encoder.strides:
             s = [s] * len(strides) if isinstance(s, int) else s
             strides = [a * int(b) for a, b in zip(strides, s, strict=True)]

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medssl.models.unet import network_dim
 from medssl.ssl.mae3d.masking import BlockMasker, RecordedMasker, block_grid, expand_mask
 from medssl.ssl.mae3d.sparse import MaskState, sparsify, unsparsify
 
@@ -116,7 +117,7 @@ class MaskedAutoencoder(nn.Module):
             raise ValueError("densify is S3D's step: it needs sparse=True")
         self.densify = None
         if densify:
-            dims = network.encoder.stem.convs[0].conv.weight.dim() - 2
+            dims = network_dim(network)
             conv = nn.Conv3d if dims == 3 else nn.Conv2d
             norm = nn.InstanceNorm3d if dims == 3 else nn.InstanceNorm2d
             last = len(channels) - 1
