@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Builds medssl's CPU image (docker/Dockerfile.cpu) with docker where a docker engine answers,
-# else with podman (chroot isolation, runc). Run from anywhere; the context is the repository.
+# Builds medssl's CPU image (docker/Dockerfile.cpu) or CUDA image (docker/Dockerfile.cuda) with
+# docker where a docker engine answers, else with podman (chroot isolation, runc). Run from
+# anywhere; the context is the repository.
 #
 #   docker/build.sh [EXTRA BUILD OPTIONS...]
 #
 # Environment:
-#   MEDSSL_IMAGE         image name (default medssl:cpu)
+#   MEDSSL_IMAGE_KIND    cpu or cuda (default cpu): the Dockerfile
+#   MEDSSL_IMAGE         image name (default medssl:KIND)
 #   MEDSSL_ENGINE        docker or podman (default: docker if `docker info` answers, else podman)
 #   MEDSSL_BASE_IMAGE    build argument BASE_IMAGE (default: the Dockerfile's, python:3.11-slim)
-#   MEDSSL_TORCH_SPEC    build argument MEDSSL_TORCH_SPEC (default: the Dockerfile's, the CPU
-#                        wheels of PyTorch's index); "torch==2.14.1 torchvision==0.29.1" takes
-#                        torch from wherever this machine's pip finds it
+#   MEDSSL_TORCH_SPEC    build argument MEDSSL_TORCH_SPEC (default: the Dockerfile's: the CPU
+#                        wheels of PyTorch's index, or PyPI's CUDA build for cuda);
+#                        "torch==2.14.1 torchvision==0.29.1" takes torch from wherever this
+#                        machine's pip finds it
+#   TORCH_CUDA_ARCH_LIST cuda only: build argument (default: the Dockerfile's)
 #   MEDSSL_PIP_SETTINGS  0: pass none of this machine's pip settings (default 1)
 #   MEDSSL_DRY_RUN       1: print the build command, build nothing
 #
@@ -23,7 +27,15 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-IMAGE=${MEDSSL_IMAGE:-medssl:cpu}
+KIND=${MEDSSL_IMAGE_KIND:-cpu}
+case $KIND in
+    cpu | cuda) ;;
+    *)
+        echo "error: MEDSSL_IMAGE_KIND must be cpu or cuda, not '$KIND'" >&2
+        exit 2
+        ;;
+esac
+IMAGE=${MEDSSL_IMAGE:-medssl:$KIND}
 PIP=${PIP:-python3 -m pip}
 
 engine=${MEDSSL_ENGINE:-}
@@ -38,7 +50,7 @@ if [ -z "$engine" ]; then
     fi
 fi
 
-args=(build -f "$ROOT/docker/Dockerfile.cpu")
+args=(build -f "$ROOT/docker/Dockerfile.$KIND")
 if [ "$engine" = podman ]; then
     # the default OCI isolation fails on setrlimit in some sandboxes; chroot runs RUN steps.
     # Docker's image format: the OCI one drops the Dockerfile's SHELL (sh -eu)
@@ -46,6 +58,9 @@ if [ "$engine" = podman ]; then
 fi
 [ -n "${MEDSSL_BASE_IMAGE:-}" ] && args+=(--build-arg "BASE_IMAGE=$MEDSSL_BASE_IMAGE")
 [ -n "${MEDSSL_TORCH_SPEC:-}" ] && args+=(--build-arg "MEDSSL_TORCH_SPEC=$MEDSSL_TORCH_SPEC")
+if [ "$KIND" = cuda ] && [ -n "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+    args+=(--build-arg "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST")
+fi
 
 # the settings the Dockerfile takes (its ARG PIP_* lines)
 PASSED=" index-url extra-index-url find-links constraint cert trusted-host default-timeout retries proxy no-index "
