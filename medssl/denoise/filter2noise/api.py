@@ -205,6 +205,18 @@ def training_views(
     return out
 
 
+def _psd_in_net_units(
+    nm: NoiseModel, level_hu: float, units: float
+) -> Callable[[tuple[int, int]], Tensor]:
+    """The noise model's PSD on a grid, rescaled to the fit's noise level, in network units²."""
+    factor = (level_hu / nm.sd_hu) ** 2 / units**2
+
+    def psd(hw: tuple[int, int]) -> Tensor:
+        return torch.from_numpy(nm.psd(hw) * factor)
+
+    return psd
+
+
 def fit_denoiser(
     volume: Volume,
     config: F2NConfig | None = None,
@@ -235,6 +247,7 @@ def fit_denoiser(
     noise = estimate_noise_std(images)
     edge_noise: float | None = None
     views = None
+    noise_psd: Callable[[tuple[int, int]], Tensor] | None = None
     meta: dict[str, Any] = {}
     if cfg.fit.noise_estimate == "nps":
         nm = estimate_noise_model(volume.array, volume.spacing[1:])  # as the quality report
@@ -254,7 +267,11 @@ def fit_denoiser(
             meta["noise_level_hu"] = round(level, 3)
             if cfg.fit.views == "whitened":
                 views = training_views(images, nm, cfg.fit.whiten_max_gain)
+            noise_psd = _psd_in_net_units(nm, level, units)
         meta["noise_model"] = nm.to_dict()
+    if cfg.fit.objective == "sure" and noise_psd is None:  # no noise model: white noise
+        white = float(noise)
+        noise_psd = lambda hw: torch.full(hw, white**2)  # noqa: E731
     model = build_model(cfg.model)
     if cfg.model.head == "bounded":
         for stage in model.stages:
@@ -272,6 +289,7 @@ def fit_denoiser(
         progress=progress,
         edge_noise_std=edge_noise,
         views=None if views is None else [(a.to(device), b.to(device)) for a, b in views],
+        noise_psd=noise_psd,
     )
     noise_hu = noise * float(scale.mean())
     return FittedDenoiser(model, cfg, noise_hu, report, meta=meta)

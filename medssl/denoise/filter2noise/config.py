@@ -124,6 +124,12 @@ class FitConfig:
             ct_small Hann 37.43 -> 42.68 dB, cosine 36.27 -> 36.98, lung1 z40_256 cosine
             39.81 -> 39.98, Hann 40.79 -> 40.53, Shepp-Logan 38.37 -> 38.38; it binds on no
             ramp case and on none of the development cases at quarter dose.
+        objective: The fitting loss: ``"filter2noise"`` (the published pixel-pair loss with
+            the edge term) or ``"sure"``: Stein's unbiased estimate of the MSE for Gaussian
+            noise with the scan's NPS (:func:`~medssl.denoise.filter2noise.loss.sure_loss`;
+            the noise model's NPS, white noise of the pixel-pair level where none was
+            measured).
+        sure_eps: Finite-difference step of the SURE divergence, as a fraction of the probe.
         shuffle: Local shuffle of the downsampled views.
         fit_slices: For a volume fitted slice by slice, at most this many slices (evenly
             spaced) are sampled for the fit; all slices are denoised.
@@ -145,6 +151,8 @@ class FitConfig:
     views: str = "pairs"
     whiten_max_gain: float = 4.0
     texture_guard: float = 1.3
+    objective: str = "filter2noise"
+    sure_eps: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,7 @@ class F2NConfig:
         fit.setdefault("noise_estimate", "pixel_pairs")
         fit.setdefault("views", "pairs")  # fitted before the whitened views
         fit.setdefault("texture_guard", 0.0)  # fitted before the texture guard
+        fit.setdefault("objective", "filter2noise")  # fitted before the SURE objective
         if "dog" in fit:
             fit["dog"] = tuple(fit["dog"])
         return F2NConfig(ModelConfig(**model), FitConfig(**fit), data.get("name", "custom"))

@@ -17,7 +17,13 @@ import torch
 from torch import Tensor
 
 from medssl.denoise.filter2noise.config import FitConfig
-from medssl.denoise.filter2noise.loss import dog_kernel, dog_response, filter2noise_loss
+from medssl.denoise.filter2noise.loss import (
+    coloured_noise,
+    dog_kernel,
+    dog_response,
+    filter2noise_loss,
+    sure_loss,
+)
 from medssl.denoise.filter2noise.model import Filter2Noise
 from medssl.denoise.filter2noise.optim import OneCycleAdamW
 from medssl.denoise.filter2noise.sampling import pad_to_even, pair_downsample
@@ -126,6 +132,7 @@ def fit_model(
     progress: Callable[[int, int, float], None] | None = None,
     edge_noise_std: float | None = None,
     views: Sequence[Views] | None = None,
+    noise_psd: Callable[[tuple[int, int]], Tensor] | None = None,
 ) -> FitReport:
     """Fit ``model`` to noisy images (network units) in place.
 
@@ -142,7 +149,14 @@ def fit_model(
             even-padded size), e.g. from
             :func:`~medssl.denoise.filter2noise.sampling.decorrelated_views`; default: the
             pixel-pair split of each crop.
+        noise_psd: For ``cfg.objective = "sure"``: the noise power spectrum (network units²,
+            mean = variance, numpy FFT order) on an ``(H, W)`` grid; required there.
     """
+    if cfg.objective not in ("filter2noise", "sure"):
+        raise ValueError(f"unknown objective {cfg.objective!r}: 'filter2noise' or 'sure'")
+    if cfg.objective == "sure" and noise_psd is None:
+        raise ValueError("the SURE objective needs the noise power spectrum (noise_psd)")
+    psd_cache: dict[tuple[int, int], Tensor] = {}
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     coords = list(coords) if coords is not None else [None] * len(images)
@@ -160,17 +174,32 @@ def fit_model(
     model.train()
     for step in range(cfg.steps):
         y, c, v = _crops(images, coords, cfg, gen, views)
-        parts = filter2noise_loss(
-            lambda x, cc: model(x, cc),
-            y,
-            c,
-            lam=cfg.lam,
-            kernel=kernel,
-            shuffle=cfg.shuffle,
-            noise_floor=floor,
-            batch_views=model.filters_items_independently,
-            views=v,
-        )
+        if cfg.objective == "sure":
+            hw = (int(y.shape[-2]), int(y.shape[-1]))
+            if hw not in psd_cache:
+                psd_cache[hw] = noise_psd(hw).float()  # type: ignore[misc]
+            psd = psd_cache[hw]
+            parts = sure_loss(
+                lambda x, cc: model(x, cc),
+                y,
+                c,
+                coloured_noise(tuple(y.shape), psd, gen).to(y.device),
+                variance=float(psd.mean()),
+                eps=cfg.sure_eps,
+                batch_views=model.filters_items_independently,
+            )
+        else:
+            parts = filter2noise_loss(
+                lambda x, cc: model(x, cc),
+                y,
+                c,
+                lam=cfg.lam,
+                kernel=kernel,
+                shuffle=cfg.shuffle,
+                noise_floor=floor,
+                batch_views=model.filters_items_independently,
+                views=v,
+            )
         opt.zero_grad()
         parts.total.backward()
         opt.step()

@@ -22,7 +22,14 @@ from torch import Tensor
 from medssl.denoise.filter2noise.filters import filter2d, gaussian_1d
 from medssl.denoise.filter2noise.sampling import local_shuffle, pair_downsample
 
-__all__ = ["LossParts", "dog_kernel", "edge_loss", "filter2noise_loss"]
+__all__ = [
+    "LossParts",
+    "coloured_noise",
+    "dog_kernel",
+    "edge_loss",
+    "filter2noise_loss",
+    "sure_loss",
+]
 
 
 def dog_kernel(size: int = 7, sigma1: float = 9.0, sigma2: float = 10.0) -> Tensor:
@@ -116,3 +123,66 @@ def filter2noise_loss(
     return LossParts(
         total=total, consistency=float(consistency.detach()), edge=float(edge.detach())
     )
+
+
+def coloured_noise(shape: tuple[int, ...], psd: Tensor, gen: torch.Generator) -> Tensor:
+    """Gaussian noise whose power spectrum over the last two axes is ``psd``.
+
+    Each ``(H, W)`` plane is white noise filtered by ``sqrt(psd)`` in the Fourier domain
+    (circularly), so its variance is ``psd.mean()`` and its autocovariance the inverse FFT of
+    ``psd``; planes are independent.
+
+    Shape:
+        shape: ``(..., H, W)``; psd: ``(H, W)`` (numpy FFT order, mean = variance); output
+        ``shape`` float32.
+    """
+    white = torch.randn(shape, generator=gen, dtype=torch.float32)
+    spec = torch.fft.fft2(white) * psd.clamp(min=0).sqrt().to(torch.float32)
+    return torch.fft.ifft2(spec).real.contiguous()
+
+
+def sure_loss(
+    denoiser: Callable[[Tensor, Tensor | None], Tensor],
+    y: Tensor,
+    coords: Tensor | None,
+    probe: Tensor,
+    *,
+    variance: float,
+    eps: float = 1e-3,
+    batch_views: bool = False,
+) -> LossParts:
+    """Stein's unbiased risk estimate of the mean squared error, for correlated Gaussian noise.
+
+    For ``y = x + n`` with ``n ~ N(0, C)``, ``E|f(y) - x|^2 = E|f(y) - y|^2 - tr(C) +
+    2 tr(C J)`` (``J`` the Jacobian of ``f``), per pixel. ``tr(C J)`` is estimated with one
+    probe ``m ~ N(0, C)`` (noise of the scan's own NPS) and a finite difference:
+    ``m . (f(y + eps m) - f(y)) / eps`` (Monte-Carlo SURE, Ramani et al. 2008; the
+    correlated-noise form needs the probe coloured like the noise). No clean image and no
+    pixel-pair views: the estimate holds whatever the noise's correlation, provided ``C`` is
+    right.
+
+    Args:
+        denoiser: ``f(image, coords) -> denoised``.
+        y: Noisy images ``(B, 1, [D,] H, W)``.
+        coords: Position channels of ``y`` (or ``None``).
+        probe: ``m``, shaped as ``y``: noise with the scan's NPS (network units).
+        variance: The noise variance (network units²), ``tr(C) / pixels``.
+        eps: Finite-difference step as a fraction of the probe.
+        batch_views: Evaluate ``f(y)`` and ``f(y + eps m)`` in one call (see
+            :func:`filter2noise_loss`).
+
+    Returns:
+        ``total`` = the per-pixel MSE estimate; ``consistency`` = the data term
+        ``mean (f(y) - y)^2``; ``edge`` = the divergence term ``2 mean(m (f(y+eps m)-f(y)))/eps``.
+    """
+    perturbed = y + eps * probe
+    if batch_views:
+        c2 = coords if coords is None or coords.shape[0] == 1 else torch.cat([coords, coords])
+        X, Xp = denoiser(torch.cat([y, perturbed]), c2).chunk(2)
+    else:
+        X = denoiser(y, coords)
+        Xp = denoiser(perturbed, coords)
+    data = (X - y).square().mean()
+    div = 2.0 * (probe * (Xp - X)).mean() / eps
+    total = data + div - variance
+    return LossParts(total=total, consistency=float(data.detach()), edge=float(div.detach()))
