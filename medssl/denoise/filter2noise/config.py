@@ -128,7 +128,10 @@ class FitConfig:
             the edge term) or ``"sure"``: Stein's unbiased estimate of the MSE for Gaussian
             noise with the scan's NPS (:func:`~medssl.denoise.filter2noise.loss.sure_loss`;
             the noise model's NPS, white noise of the pixel-pair level where none was
-            measured).
+            measured). Measured worse than the published loss on the development cases
+            (lung1 z8/z24/z40, quarter dose, seed 0: -0.03 to -1.6 dB, worst on z40, whose
+            noise is the least stationary; ``benchmarks/ldct``, "A SURE objective"), so not
+            the default: the estimate is only as right as the one stationary NPS it is given.
         sure_eps: Finite-difference step of the SURE divergence, as a fraction of the probe.
         shuffle: Local shuffle of the downsampled views.
         fit_slices: For a volume fitted slice by slice, at most this many slices (evenly
