@@ -651,6 +651,12 @@ def cmd_bm3d_report(args: argparse.Namespace) -> None:
     )
 
 
+def _seed_range(per_case: dict[str, list[dict]], cases: list[str]) -> str:
+    """How many seeds each case has: ``"3"``, or ``"1-3"`` where they differ."""
+    counts = sorted({len(per_case[c]) for c in cases})
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
 def cmd_kernel_quality(args: argparse.Namespace) -> None:
     """PSNR/SSIM per reconstruction kernel (results.jsonl rows of ``run --kernels``): the
     mean over the cases, the cases below the fixed 1-pixel Gaussian, and the margin over
@@ -659,8 +665,10 @@ def cmd_kernel_quality(args: argparse.Namespace) -> None:
     methods = ["noisy", "gauss_1px", "gauss_oracle", "medssl_v1", "medssl"]
     print(f"\n### {args.dose} dose: mean over the cases (HU clipped to [-1000, 1000])\n")
     print("| kernel | cases | " + " | ".join(f"{m} PSNR / SSIM" for m in methods), end="")
-    print(" | medssl - oracle Gaussian (dB) | medssl cases below the 1-px Gaussian |")
-    print("|---|---|" + "---|" * (len(methods) + 2))
+    print(
+        " | medssl - oracle Gaussian (dB) | medssl cases below the 1-px Gaussian | medssl seeds |"
+    )
+    print("|---|---|" + "---|" * (len(methods) + 3))
     for kernel in ("ramp", "shepp-logan", "cosine", "hann"):
         cases = sorted(set.intersection(*[set(by[(kernel, m)]) for m in methods]))
         if not cases:
@@ -678,7 +686,7 @@ def cmd_kernel_quality(args: argparse.Namespace) -> None:
             + " | ".join(cells)
             + f" | {gap:+.2f} | "
             + (", ".join(below) if below else "none")
-            + " |"
+            + f" | {_seed_range(by[(kernel, 'medssl')], cases)} |"
         )
     print(f"\n### {args.dose} dose: medssl PSNR per case and kernel (dB; 1-px Gaussian)\n")
     kernels = [k for k in ("ramp", "shepp-logan", "cosine", "hann") if by[(k, "medssl")]]
