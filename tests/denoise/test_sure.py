@@ -93,16 +93,12 @@ def test_a_fit_with_the_sure_objective_denoises_correlated_noise():
 
 
 def test_an_unknown_objective_is_refused():
-    from medssl.denoise.filter2noise.config import preset
+    from medssl.denoise.filter2noise.config import FitConfig, preset
     from medssl.denoise.filter2noise.fit import fit_model
     from medssl.denoise.filter2noise.model import build_model
 
     cfg = preset("medssl")
     with pytest.raises(ValueError, match="unknown objective"):
-        fit_model(
-            build_model(cfg.model), [torch.zeros(1, 1, 8, 8)], cfg.fit.__class__(objective="x")
-        )
+        fit_model(build_model(cfg.model), [torch.zeros(1, 1, 8, 8)], FitConfig(objective="x"))
     with pytest.raises(ValueError, match="noise power spectrum"):
-        fit_model(
-            build_model(cfg.model), [torch.zeros(1, 1, 8, 8)], cfg.fit.__class__(objective="sure")
-        )
+        fit_model(build_model(cfg.model), [torch.zeros(1, 1, 8, 8)], FitConfig(objective="sure"))

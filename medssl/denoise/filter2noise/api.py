@@ -270,8 +270,11 @@ def fit_denoiser(
             noise_psd = _psd_in_net_units(nm, level, units)
         meta["noise_model"] = nm.to_dict()
     if cfg.fit.objective == "sure" and noise_psd is None:  # no noise model: white noise
-        white = float(noise)
-        noise_psd = lambda hw: torch.full(hw, white**2)  # noqa: E731
+        variance = float(noise) ** 2
+
+        def noise_psd(hw: tuple[int, int]) -> Tensor:
+            return torch.full(hw, variance)
+
     model = build_model(cfg.model)
     if cfg.model.head == "bounded":
         for stage in model.stages:

@@ -70,6 +70,22 @@ class LossParts:
     edge: float
 
 
+def _denoise_both(
+    denoiser: Callable[[Tensor, Tensor | None], Tensor],
+    a: Tensor,
+    b: Tensor,
+    coords: Tensor | None,
+    batched: bool,
+) -> tuple[Tensor, Tensor]:
+    """``f(a)`` and ``f(b)`` (same shape, same ``coords``), in one call of batch ``2B`` when
+    ``batched``."""
+    if not batched:
+        return denoiser(a, coords), denoiser(b, coords)
+    both = coords if coords is None or coords.shape[0] == 1 else torch.cat([coords, coords])
+    fa, fb = denoiser(torch.cat([a, b]), both).chunk(2)
+    return fa, fb
+
+
 def filter2noise_loss(
     denoiser: Callable[[Tensor, Tensor | None], Tensor],
     y: Tensor,
@@ -107,12 +123,7 @@ def filter2noise_loss(
         c_ds = (c1 + c2) / 2
     v1 = local_shuffle(g1y) if shuffle else g1y
     v2 = local_shuffle(g2y) if shuffle else g2y
-    if batch_views:
-        c_views = c_ds if c_ds is None or c_ds.shape[0] == 1 else torch.cat([c_ds, c_ds])
-        d1, d2 = denoiser(torch.cat([v1, v2]), c_views).chunk(2)
-    else:
-        d1 = denoiser(v1, c_ds)
-        d2 = denoiser(v2, c_ds)
+    d1, d2 = _denoise_both(denoiser, v1, v2, c_ds, batch_views)
     X = denoiser(y, coords)
     g1x, g2x = pair_downsample(X)
     consistency = (
@@ -175,13 +186,7 @@ def sure_loss(
         ``total`` = the per-pixel MSE estimate; ``consistency`` = the data term
         ``mean (f(y) - y)^2``; ``edge`` = the divergence term ``2 mean(m (f(y+eps m)-f(y)))/eps``.
     """
-    perturbed = y + eps * probe
-    if batch_views:
-        c2 = coords if coords is None or coords.shape[0] == 1 else torch.cat([coords, coords])
-        X, Xp = denoiser(torch.cat([y, perturbed]), c2).chunk(2)
-    else:
-        X = denoiser(y, coords)
-        Xp = denoiser(perturbed, coords)
+    X, Xp = _denoise_both(denoiser, y, y + eps * probe, coords, batch_views)
     data = (X - y).square().mean()
     div = 2.0 * (probe * (Xp - X)).mean() / eps
     total = data + div - variance
