@@ -9,7 +9,8 @@
 #   MEDSSL_IMAGE_KIND    cpu or cuda (default cpu): the Dockerfile
 #   MEDSSL_IMAGE         image name (default medssl:KIND)
 #   MEDSSL_ENGINE        docker or podman (default: docker if `docker info` answers, else podman)
-#   MEDSSL_BASE_IMAGE    build argument BASE_IMAGE (default: the Dockerfile's, python:3.11-slim)
+#   MEDSSL_BASE_IMAGE    build argument BASE_IMAGE (default: the Dockerfile's, python:3.11-slim-bookworm
+#                        pinned by digest); Debian 12 with python3 3.11, checked at the build's start
 #   MEDSSL_TORCH_SPEC    build argument MEDSSL_TORCH_SPEC (default: the Dockerfile's: the CPU
 #                        wheels of PyTorch's index, or PyPI's CUDA build for cuda);
 #                        "torch==2.14.1 torchvision==0.29.1" takes torch from wherever this
