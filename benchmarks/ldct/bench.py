@@ -17,6 +17,7 @@ Commands (run from the repository root with the project's environment)::
     .venv/bin/python benchmarks/ldct/bench.py bm3d-check             # BM3D's PSD scale
     .venv/bin/python benchmarks/ldct/bench.py standard               # real standard dose
     .venv/bin/python benchmarks/ldct/bench.py standard-report        # its table (stdout)
+    .venv/bin/python benchmarks/ldct/bench.py interslice             # standard-dose noise, z
     .venv/bin/python benchmarks/ldct/bench.py figure                 # figure.png
     .venv/bin/python benchmarks/ldct/bench.py report                 # RESULTS.md tables (stdout)
 
@@ -49,6 +50,7 @@ sys.path.insert(0, str(HERE))
 from cases import DOSES, Case, load_cases  # noqa: E402
 from standard import (  # noqa: E402
     add_standard_commands,
+    cmd_interslice,
     cmd_nps_figure,
     cmd_standard,
     cmd_standard_report,
@@ -1073,6 +1075,7 @@ def main() -> None:
         "standard": cmd_standard,
         "standard-report": cmd_standard_report,
         "nps-figure": cmd_nps_figure,
+        "interslice": cmd_interslice,
     }[args.cmd](args)
 
 

@@ -26,7 +26,7 @@ import medssl
 from medssl.data import fetch
 from medssl.denoise.filter2noise.api import denoise_volume
 from medssl.denoise.filter2noise.config import preset
-from medssl.denoise.physics import quality_report
+from medssl.denoise.physics import NoisePatches, quality_report
 from medssl.io import Volume, read_volume
 
 HERE = Path(__file__).resolve().parent
@@ -222,6 +222,64 @@ def cmd_nps_figure(args: argparse.Namespace) -> None:
     print(f"wrote {args.figure}")
 
 
+#: series scans whose neighbouring slices give a second, independent noise measurement
+INTERSLICE_SCANS = ("lung1", "lung2")
+
+
+def _interslice_bound(volume: np.ndarray, sites: NoisePatches) -> float:
+    """SD / sqrt(1.5) of ``volume``'s second difference across slices in ``sites`` (chosen on
+    ``volume[1:-1]``): an upper bound on the noise SD when neighbouring slices' noise is
+    independent. ``volume``: ``(Z, Y, X)``."""
+    second = volume[1:-1] - 0.5 * (volume[:-2] + volume[2:])
+    return float(sites.tiles(second).std() / np.sqrt(1.5))
+
+
+def cmd_interslice(args: argparse.Namespace) -> None:
+    """Is the standard-dose "noise" noise? A measurement that does not rely on the in-plane
+    patches being free of texture (markdown on stdout).
+
+    In the homogeneous patches the noise model chooses, the second difference across slices,
+    ``s[k] - (s[k-1] + s[k+1]) / 2``, holds 1.5x the noise variance of one slice when the
+    noise of neighbouring slices is independent, plus whatever anatomy changes from slice to
+    slice; anatomy shared by neighbours cancels. Its SD / sqrt(1.5) is an upper bound on the
+    noise SD that no texture persisting over one slice spacing can inflate. As a check that it
+    reads noise, white noise of known SD is added to every slice and the bound must grow as
+    ``sqrt(before² + added²)``.
+    """
+    from medssl.denoise.noise_model import estimate_noise_model, fbp_low_band_sd
+    from medssl.denoise.physics import noise_in_patches, noise_patches
+
+    rng = np.random.default_rng(0)
+    print(
+        "| scan | slices (spacing mm) | patches (px) | in-slice SD (HU) | noise model SD | "
+        "ramp-law SD | inter-slice bound (HU) | neighbour correlation | "
+        f"+{args.add_hu:g} HU white: expected / measured bound |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.scans:
+        vol = read_volume(fetch(name))
+        a = vol.array.astype(np.float64)
+        spacing = (float(vol.spacing[1]), float(vol.spacing[2]))
+        inner = a[1:-1]
+        sites = noise_patches(inner, max_slices=args.max_slices)
+
+        here = sites.tiles(inner)
+        nxt = sites.tiles(a[2:])
+        corr = float((here * nxt).sum() / np.sqrt((here**2).sum() * (nxt**2).sum()))
+        model = estimate_noise_model(a, spacing)
+        in_slice = noise_in_patches(inner, sites, spacing).sd_hu
+        before = _interslice_bound(a, sites)
+        noisy = a + rng.normal(0.0, args.add_hu, a.shape)
+        expected = float(np.hypot(before, args.add_hu))
+        check = _interslice_bound(noisy, sites)
+        print(
+            f"| {name} | {a.shape[0]} ({vol.spacing[0]:g}) | {len(sites)} ({sites.patch}) | "
+            f"{in_slice:.1f} | {model.sd_hu:.1f} | {fbp_low_band_sd(model):.1f} | "
+            f"{before:.1f} | {corr:+.2f} | {expected:.1f} / {check:.1f} |",
+            flush=True,
+        )
+
+
 def add_standard_commands(sub: argparse._SubParsersAction) -> None:
     """The ``standard`` and ``standard-report`` subcommands of ``bench.py``."""
     std = sub.add_parser("standard", help="Real standard-dose scans, no reference.")
@@ -234,3 +292,11 @@ def add_standard_commands(sub: argparse._SubParsersAction) -> None:
     fig = sub.add_parser("nps-figure", help="nps.png: the NPS before and after per scan.")
     fig.add_argument("--out", type=Path, default=STANDARD_FILE, help="The rows to plot.")
     fig.add_argument("--figure", type=Path, default=NPS_FIGURE)
+    inter = sub.add_parser(
+        "interslice", help="Standard-dose noise measured across slices (stdout)."
+    )
+    inter.add_argument(
+        "--scans", nargs="+", default=list(INTERSLICE_SCANS), choices=INTERSLICE_SCANS
+    )
+    inter.add_argument("--max-slices", type=int, default=16)
+    inter.add_argument("--add-hu", type=float, default=10.0, help="White noise of the check.")
