@@ -12,12 +12,15 @@ fits and filters slice by slice in 2D, so the gaps between them do not matter).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -76,12 +79,50 @@ def _scan(name: str) -> Volume:
     return Volume(vol.array[list(zs)], spacing=vol.spacing, modality="CT")
 
 
+def _medssl(vol: Volume, seed: int, **fit: object) -> np.ndarray:
+    cfg = preset(PRESET)
+    if fit:
+        cfg = dataclasses.replace(cfg, fit=dataclasses.replace(cfg.fit, **fit))
+    return denoise_volume(vol, cfg, seed=seed).volume.array
+
+
+def _bm3d_psd(vol: Volume, seed: int) -> np.ndarray:
+    """BM3D given the noise PSD that medssl's noise model estimates from each slice, as the
+    kernel benchmark's ``bm3d_psd`` (deterministic: the seed is not used)."""
+    import bench  # the kernel benchmark's BM3D call (bench imports this module first)
+
+    from medssl.denoise.noise_model import estimate_noise_model
+
+    spacing = (float(vol.spacing[1]), float(vol.spacing[2]))
+    out = np.empty(vol.shape, dtype=np.float64)
+    for z, sl in enumerate(vol.array.astype(np.float64)):
+        model = estimate_noise_model(sl, spacing)
+        case = SimpleNamespace(noisy=sl)
+        out[z] = bench._bm3d_psd(case, model.psd(sl.shape))
+    return out
+
+
+#: what ``standard --method`` runs: the default, the default with the SURE objective, BM3D
+METHODS: dict[str, Callable[[Volume, int], np.ndarray]] = {
+    "medssl": _medssl,
+    "medssl_sure": lambda vol, seed: _medssl(vol, seed, objective="sure"),
+    "bm3d_psd": _bm3d_psd,
+}
+
+
 def cmd_standard(args: argparse.Namespace) -> None:
     """Denoise each scan with the default (3 seeds) and append its quality to ``--out``
     (standard.jsonl); (scan, seed) pairs already there are skipped: measure a changed
     denoiser into another file."""
     torch.set_num_threads(args.threads)
-    done = {(r["scan"], r["seed"]) for r in _load_rows(args.out)}
+    rows = _load_rows(args.out)
+    other = {r.get("method", "medssl") for r in rows} - {args.method}
+    if other:
+        raise SystemExit(
+            f"{args.out} holds rows of {', '.join(sorted(other))}: "
+            f"give {args.method} a file of its own (--out)"
+        )
+    done = {(r["scan"], r["seed"]) for r in rows}
     source = _source()
     for name in args.scans:
         vol = _scan(name)
@@ -90,7 +131,7 @@ def cmd_standard(args: argparse.Namespace) -> None:
             if (name, seed) in done:
                 continue
             t0 = time.perf_counter()
-            out = denoise_volume(vol, preset(PRESET), seed=seed).volume.array
+            out = METHODS[args.method](vol, seed)
             seconds = time.perf_counter() - t0
             quality = quality_report(vol.array, out, spacing).to_dict()
             row = {
@@ -99,6 +140,7 @@ def cmd_standard(args: argparse.Namespace) -> None:
                 "shape": list(vol.shape),
                 "pixel_mm": round(spacing[0], 4),
                 "preset": PRESET,
+                "method": args.method,
                 "seed": seed,
                 "seconds": round(seconds, 1),
                 "threads": args.threads,
@@ -286,7 +328,13 @@ def add_standard_commands(sub: argparse._SubParsersAction) -> None:
     std.add_argument("--scans", nargs="+", default=list(STANDARD_SCANS), choices=STANDARD_SCANS)
     std.add_argument("--seeds", type=int, default=len(SEEDS))
     std.add_argument("--threads", type=int, default=2)
-    std.add_argument("--out", type=Path, default=STANDARD_FILE)
+    std.add_argument(
+        "--method",
+        default="medssl",
+        choices=METHODS,
+        help="medssl (the default preset), medssl_sure (objective sure) or bm3d_psd.",
+    )
+    std.add_argument("--out", type=Path, default=STANDARD_FILE, help="One file per method.")
     rep = sub.add_parser("standard-report", help="The standard-dose table (stdout).")
     rep.add_argument("--out", type=Path, default=STANDARD_FILE, help="The rows to tabulate.")
     fig = sub.add_parser("nps-figure", help="nps.png: the NPS before and after per scan.")
