@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medssl.denoise.filter2noise.filters import gaussian_blur
-from medssl.denoise.filter2noise.loss import coloured_noise, sure_loss
+from medssl.denoise.filter2noise.loss import coloured_noise, sure_loss, sure_probe
 from tests.denoise.phantom import fbp_noise, fbp_nps
 
 
@@ -102,3 +102,92 @@ def test_an_unknown_objective_is_refused():
         fit_model(build_model(cfg.model), [torch.zeros(1, 1, 8, 8)], FitConfig(objective="x"))
     with pytest.raises(ValueError, match="noise power spectrum"):
         fit_model(build_model(cfg.model), [torch.zeros(1, 1, 8, 8)], FitConfig(objective="sure"))
+
+
+def test_local_noise_scale_follows_noise_that_is_not_stationary():
+    """Noise 3x stronger in the right half of the body, none in the (clipped) air: the scale
+    reads the ratio away from the boundary and the disc's edges, and its floor in the air."""
+    from medssl.denoise.filter2noise.fit import local_noise_scale
+
+    n = 256
+    yy, xx = np.mgrid[:n, :n]
+    body = ((yy - 128) / 120.0) ** 2 + ((xx - 128) / 120.0) ** 2 < 1
+    img = np.where(body, 0.04, -1.0) + 0.3 * (((yy - 100) ** 2 + (xx - 150) ** 2) < 30**2)
+    sd = np.where(xx < 128, 1.0, 3.0) * body
+    noisy = torch.from_numpy(img + sd * fbp_noise((n, n), 0.01, 3, 0.4)).float()[None, None]
+    scale = local_noise_scale(noisy)
+    assert scale.shape == noisy.shape
+    left = float(scale[0, 0, 150:210, 40:100].median())
+    right = float(scale[0, 0, 150:210, 160:220].median())
+    assert right / left == pytest.approx(3.0, rel=0.1)
+    assert float(scale[0, 0, :8, :8].max()) == pytest.approx(0.1)  # clipped air: the floor
+    volume = local_noise_scale(noisy[:, :, None].expand(1, 1, 2, n, n))  # slice by slice
+    assert torch.allclose(volume[:, :, 1], scale)
+
+
+def test_sure_with_the_local_scale_estimates_the_error_of_an_adaptive_denoiser():
+    """Noise 3x stronger on the right, a denoiser that blurs only the left: the probes scaled
+    by the local noise SD give the true error; probes of one stationary NPS of the same mean
+    variance miss it by half (what ``FitConfig.sure_local_scale`` is for)."""
+    n, sd, cutoff = 96, 0.05, 0.4
+    yy, xx = np.mgrid[:n, :n]
+    clean = torch.from_numpy(
+        0.04 + 0.3 * ((yy - n / 2) ** 2 + (xx - n / 2) ** 2 < (n / 4) ** 2)
+    ).float()[None, None]
+    scale = torch.from_numpy(np.where(xx < n / 2, 0.5, 1.5)).float()[None, None]
+    psd = _scaled_nps(n, sd, cutoff)
+
+    def denoise(x: torch.Tensor, coords: torch.Tensor | None) -> torch.Tensor:
+        return torch.where(scale < 1, gaussian_blur(x, 1.5), x)
+
+    gen = torch.Generator().manual_seed(1)
+    truth, scaled, stationary = [], [], []
+    for seed in range(12):
+        noise = scale * torch.from_numpy(fbp_noise((n, n), sd, seed, cutoff)).float()[None, None]
+        y = clean + noise
+        truth.append(float((denoise(y, None) - clean).square().mean()))
+        probe, variance = sure_probe(tuple(y.shape), psd, gen, scale)
+        assert variance == pytest.approx(float(psd.mean()) * float(scale.square().mean()))
+        scaled.append(float(sure_loss(denoise, y, None, probe, variance=variance).total))
+        probe, variance = sure_probe(tuple(y.shape), psd * float(scale.square().mean()), gen)
+        stationary.append(float(sure_loss(denoise, y, None, probe, variance=variance).total))
+    assert np.mean(scaled) == pytest.approx(np.mean(truth), rel=0.05)
+    assert abs(np.mean(stationary) - np.mean(truth)) > 0.3 * np.mean(truth)
+
+
+def test_the_fit_scales_its_probes_by_the_crops_local_noise_scale(monkeypatch):
+    """Wiring: with ``sure_local_scale`` each step's probe gets the local scale of the very
+    crop it perturbs (cut alongside it), and none without it."""
+    import medssl.denoise.filter2noise.fit as fit
+    from medssl.denoise.filter2noise.config import FitConfig, preset
+    from medssl.denoise.filter2noise.model import build_model
+
+    n = 64
+    xx = np.mgrid[:n, :n][1]
+    image = torch.from_numpy(0.04 + np.where(xx < n / 2, 0.01, 0.03) * fbp_noise((n, n), 1.0, 0))
+    image = image.float()[None, None]
+    seen: list[torch.Tensor | None] = []
+    real = fit.sure_probe
+
+    def spy(shape, psd, gen, scale=None):
+        seen.append(scale)
+        return real(shape, psd, gen, scale)
+
+    monkeypatch.setattr(fit, "sure_probe", spy)
+    psd = _scaled_nps(32, 0.02, 0.4).float()
+    for local in (True, False):
+        seen.clear()
+        cfg = FitConfig(objective="sure", steps=3, crop=32, batch=2, sure_local_scale=local)
+        model = build_model(preset("medssl").model)
+        fit.fit_model(model, [image], cfg, noise_psd=lambda hw: psd)
+        assert len(seen) == 3
+        if not local:
+            assert all(s is None for s in seen)
+            continue
+        whole = fit.local_noise_scale(image)
+        for s in seen:
+            assert s is not None and s.shape == (2, 1, 32, 32)
+            # each crop's scale is a window of the whole image's scale
+            windows = whole.unfold(2, 32, 1).unfold(3, 32, 1)[0, 0]  # (33, 33, 32, 32)
+            for crop in s[:, 0]:
+                assert (windows - crop).abs().amax(dim=(-1, -2)).min() < 1e-6

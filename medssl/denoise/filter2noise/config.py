@@ -133,6 +133,11 @@ class FitConfig:
             noise is the least stationary; ``benchmarks/ldct``, "A SURE objective"), so not
             the default: the estimate is only as right as the one stationary NPS it is given.
         sure_eps: Finite-difference step of the SURE divergence, as a fraction of the probe.
+        sure_local_scale: With ``objective = "sure"``, scale the probes by the image's local
+            noise SD (:func:`~medssl.denoise.filter2noise.fit.local_noise_scale`: CT noise is
+            higher behind dense paths and absent in clipped air, one NPS is not enough).
+            lung1 z40, quarter dose, ramp, seed 0: 37.66 dB without, 38.59 with (the default
+            loss 38.98).
         shuffle: Local shuffle of the downsampled views.
         fit_slices: For a volume fitted slice by slice, at most this many slices (evenly
             spaced) are sampled for the fit; all slices are denoised.
@@ -156,6 +161,7 @@ class FitConfig:
     texture_guard: float = 1.3
     objective: str = "filter2noise"
     sure_eps: float = 1e-3
+    sure_local_scale: bool = True
 
 
 @dataclass(frozen=True)

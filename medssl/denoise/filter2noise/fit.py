@@ -14,21 +14,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from medssl.denoise.filter2noise.config import FitConfig
 from medssl.denoise.filter2noise.loss import (
-    coloured_noise,
     dog_kernel,
     dog_response,
     filter2noise_loss,
     sure_loss,
+    sure_probe,
 )
 from medssl.denoise.filter2noise.model import Filter2Noise
 from medssl.denoise.filter2noise.optim import OneCycleAdamW
 from medssl.denoise.filter2noise.sampling import pad_to_even, pair_downsample
 
-__all__ = ["FitReport", "estimate_noise_std", "fit_model"]
+__all__ = ["FitReport", "estimate_noise_std", "fit_model", "local_noise_scale"]
 
 
 @dataclass
@@ -70,6 +71,49 @@ def estimate_noise_std(images: Sequence[Tensor]) -> float:
         diffs.append((g1 - g2).reshape(-1))
         masks.append(((g1 + g2) / 2 > TISSUE_THRESHOLD).reshape(-1))
     return robust_std(torch.cat(diffs), torch.cat(masks))
+
+
+#: Block size (pixels) of :func:`local_noise_scale`
+NOISE_SCALE_BLOCK = 32
+
+
+def local_noise_scale(image: Tensor, block: int = NOISE_SCALE_BLOCK) -> Tensor:
+    """The local noise SD of a noisy image relative to its tissue's: CT noise is higher
+    behind dense paths (the centre of the body, bone) and absent where the scanner clipped
+    the air, so a single noise level or NPS misstates it across the image.
+
+    The median absolute 3x3 high-pass (binomial) in ``block``-pixel blocks (the median
+    ignores the edges crossing a block), divided by its median over the blocks whose mean is
+    tissue, clamped to [0.1, 4] and interpolated bilinearly to the pixel grid. A ratio, so
+    the high-pass's share of a correlated noise's variance cancels where the NPS has the same
+    shape everywhere.
+
+    Shape:
+        image: ``(1, 1, H, W)`` or ``(1, 1, D, H, W)`` (network units; each slice on its
+        own); returns the same shape.
+    """
+    x = image.reshape(-1, 1, *image.shape[-2:]).float()  # (D, 1, H, W)
+    k = torch.tensor([1.0, 2.0, 1.0])
+    kernel = (k[:, None] * k[None, :] / 16.0)[None, None]
+    h = (x - F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel)).abs()
+    H, W = int(x.shape[-2]), int(x.shape[-1])
+    by, bx = min(block, H), min(block, W)
+    ny, nx = H // by, W // bx
+
+    def blocks(t: Tensor) -> Tensor:  # (D, 1, H, W) -> (D, ny, nx, by * bx)
+        t = t[..., : ny * by, : nx * bx].reshape(-1, ny, by, nx, bx)
+        return t.permute(0, 1, 3, 2, 4).reshape(-1, ny, nx, by * bx)
+
+    med = blocks(h).median(dim=-1).values  # (D, ny, nx)
+    tissue = blocks(x).mean(dim=-1) > TISSUE_THRESHOLD
+    scales = []
+    for d in range(med.shape[0]):
+        inside = med[d][tissue[d]]
+        ref = (inside if inside.numel() else med[d].reshape(-1)).median()
+        scales.append((med[d] / ref.clamp(min=1e-12)).clamp(0.1, 4.0))
+    rel = torch.stack(scales)[:, None]  # (D, 1, ny, nx)
+    out = F.interpolate(rel, size=(H, W), mode="bilinear", align_corners=False)
+    return out.reshape(image.shape).to(image.dtype)
 
 
 Views = tuple[Tensor, Tensor]
@@ -172,19 +216,26 @@ def fit_model(
     opt = OneCycleAdamW(params, cfg.lr, cfg.steps, weight_decay=cfg.weight_decay)
     report = FitReport()
     model.train()
+    # SURE with a local noise scale: each image carries its scale as a second channel, so
+    # that the crops (the same draws as without) cut both alike
+    scaled = cfg.objective == "sure" and cfg.sure_local_scale
+    crop_from = [torch.cat([i, local_noise_scale(i)], 1) for i in images] if scaled else images
     for step in range(cfg.steps):
-        y, c, v = _crops(images, coords, cfg, gen, views)
+        y, c, v = _crops(crop_from, coords, cfg, gen, views)
+        scale = None
+        if scaled:
+            y, scale = y[:, :1].contiguous(), y[:, 1:]
         if cfg.objective == "sure":
             hw = (int(y.shape[-2]), int(y.shape[-1]))
             if hw not in psd_cache:
                 psd_cache[hw] = noise_psd(hw).float()  # type: ignore[misc]
-            psd = psd_cache[hw]
+            probe, variance = sure_probe(tuple(y.shape), psd_cache[hw], gen, scale)
             parts = sure_loss(
                 lambda x, cc: model(x, cc),
                 y,
                 c,
-                coloured_noise(tuple(y.shape), psd, gen).to(y.device),
-                variance=float(psd.mean()),
+                probe.to(y.device),
+                variance=variance,
                 eps=cfg.sure_eps,
                 batch_views=model.filters_items_independently,
             )

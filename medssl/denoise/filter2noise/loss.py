@@ -152,6 +152,27 @@ def coloured_noise(shape: tuple[int, ...], psd: Tensor, gen: torch.Generator) ->
     return torch.fft.ifft2(spec).real.contiguous()
 
 
+def sure_probe(
+    shape: tuple[int, ...], psd: Tensor, gen: torch.Generator, scale: Tensor | None = None
+) -> tuple[Tensor, float]:
+    """A SURE probe and the noise variance it stands for: noise of the NPS ``psd``, times the
+    local noise scale where one is given (noise ``scale(x) * c(x)``, ``c`` stationary with NPS
+    ``psd``: its covariance is ``diag(scale) C diag(scale)``, its variance per pixel
+    ``psd.mean() * mean(scale²)``).
+
+    Shape:
+        shape: ``(..., H, W)``; psd: ``(H, W)``; scale: ``shape`` or broadcastable to it;
+        returns a probe of ``shape``.
+    """
+    probe = coloured_noise(shape, psd, gen)
+    variance = float(psd.mean())
+    if scale is not None:
+        scale = scale.to(probe)
+        probe = probe * scale
+        variance *= float(scale.square().mean())
+    return probe, variance
+
+
 def sure_loss(
     denoiser: Callable[[Tensor, Tensor | None], Tensor],
     y: Tensor,
