@@ -259,6 +259,11 @@ def test_the_image_denoises_a_dicom_series_and_runs_a_pipeline_offline(image, mo
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert (out / "job" / "report" / "report.html").is_file()
     assert _tree_digest(inp) == before
+    # the bundled CT pipeline: in the image it reads /input (its sample needs a download)
+    r = _run(image, ["/opt/medssl-pipelines/ct-denoise.yaml"], inp=inp, out=out)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert (out / "ct-denoise" / "report" / "report.html").is_file()
+    assert _tree_digest(inp) == before
 
 
 @pytest.mark.container
