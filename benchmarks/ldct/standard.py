@@ -12,7 +12,6 @@ fits and filters slice by slice in 2D, so the gaps between them do not matter).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -80,26 +79,18 @@ def _scan(name: str) -> Volume:
 
 
 def _medssl(vol: Volume, seed: int, **fit: object) -> np.ndarray:
-    cfg = preset(PRESET)
-    if fit:
-        cfg = dataclasses.replace(cfg, fit=dataclasses.replace(cfg.fit, **fit))
+    cfg = preset(PRESET).with_fit(**fit) if fit else preset(PRESET)
     return denoise_volume(vol, cfg, seed=seed).volume.array
 
 
 def _bm3d_psd(vol: Volume, seed: int) -> np.ndarray:
-    """BM3D given the noise PSD that medssl's noise model estimates from each slice, as the
-    kernel benchmark's ``bm3d_psd`` (deterministic: the seed is not used)."""
-    import bench  # the kernel benchmark's BM3D call (bench imports this module first)
+    """The kernel benchmark's ``bm3d_psd`` on each slice: BM3D given the noise PSD that
+    medssl's noise model estimates from the slice (deterministic: the seed is not used)."""
+    import bench  # the kernel benchmark (bench imports this module first)
 
-    from medssl.denoise.noise_model import estimate_noise_model
-
-    spacing = (float(vol.spacing[1]), float(vol.spacing[2]))
-    out = np.empty(vol.shape, dtype=np.float64)
-    for z, sl in enumerate(vol.array.astype(np.float64)):
-        model = estimate_noise_model(sl, spacing)
-        case = SimpleNamespace(noisy=sl)
-        out[z] = bench._bm3d_psd(case, model.psd(sl.shape))
-    return out
+    slices = vol.array.astype(np.float64)
+    cases = [SimpleNamespace(noisy=sl, pixel_mm=float(vol.spacing[1])) for sl in slices]
+    return np.stack([bench._bm3d_psd_estimated(case, seed)[0] for case in cases])
 
 
 #: what ``standard --method`` runs: the default, the default with the SURE objective, BM3D
