@@ -131,7 +131,7 @@ def denoise_section(job_dirs: Sequence[Path]) -> str:
             for name, caption in (
                 ("noisy", f"input (middle slice, {SOFT_TISSUE.label()})"),
                 ("denoised", "denoised"),
-                ("sigma_r", "range sigma map, last stage"),
+                ("sigma_r", "range sigma (NLM: h) map, last stage"),
             )
             if (path := rec.preview(job, name)) is not None
         )

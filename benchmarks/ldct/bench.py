@@ -235,6 +235,8 @@ METHODS: dict[str, tuple[Method, bool]] = {
     "medssl_v1": (_f2n("medssl", noise_estimate="pixel_pairs", edge_noise_floor=0.0), True),
     "published": (_f2n("published"), False),
     "global": (_f2n("global"), True),
+    # medssl's settings with a non-local means last stage (patch distances)
+    "nlm": (_f2n("nlm"), True),
     "selfguided": (_f2n("medssl", guide_sigma=0.0), False),
     "zsn2n": (_zsn2n, False),
     "bm3d_blind": (_bm3d_blind, False),

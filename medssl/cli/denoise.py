@@ -82,7 +82,10 @@ def denoise(
         "further in mm than the in-plane sigmas (for thin slices; ~25x slower on CPU).",
     ),
     preset_name: str = typer.Option(
-        DEFAULTS.preset, "--preset", help="Settings: medssl (default), published, global."
+        DEFAULTS.preset,
+        "--preset",
+        help="Settings: medssl (default), published, global, nlm (a non-local means last "
+        "stage; 2D only).",
     ),
     steps: int | None = typer.Option(
         DEFAULTS.steps,

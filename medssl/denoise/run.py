@@ -329,6 +329,7 @@ def denoise_file(
                 volume,
                 sigma_maps,
                 guides=denoiser.model.guide_sigmas,
+                kinds=denoiser.model.stage_kinds,
                 overwrite=overwrite,
                 noise_model=denoiser.meta.get("noise_model"),
             )

@@ -32,7 +32,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medssl.errors import InputError
 from medssl.io import canonical_settings
@@ -81,8 +81,8 @@ def roi_identity(spec: str) -> str:
 
 #: The presets of :func:`medssl.denoise.filter2noise.preset` (kept here so that validating
 #: settings needs no torch; a test checks the two agree).
-PRESET_NAMES = ("medssl", "published", "global")
-PresetName = Literal["medssl", "published", "global"]
+PRESET_NAMES = ("medssl", "published", "global", "nlm")
+PresetName = Literal["medssl", "published", "global", "nlm"]
 
 #: The settings that change the denoised image: the derived UIDs and the job records use
 #: these (and the method's name), nothing else.
@@ -103,7 +103,8 @@ class DenoiseSettings(BaseModel):
     """Settings of a Filter2Noise run (frozen; the defaults are ``medssl denoise``'s).
 
     Attributes:
-        preset: ``medssl`` (default), ``published`` or ``global``.
+        preset: ``medssl`` (default), ``published``, ``global`` or ``nlm`` (medssl's with a
+            non-local means last stage; 2D only).
         mode: ``2d`` (fit on a sample of slices, filter in-plane) or ``3d`` (sigma_z too).
         seed: Seed of the weights and the crops: same seed, same output.
         steps: Fitting steps (``None``: the preset's, scaled down for slices under 512²).
@@ -137,6 +138,12 @@ class DenoiseSettings(BaseModel):
     roi_factor: float = Field(2.0, ge=0)
     replace_nonfinite: float | None = None
     deidentify: Literal["shift", "remove"] | None = None
+
+    @model_validator(mode="after")
+    def _nlm_is_2d(self) -> DenoiseSettings:
+        if self.preset == "nlm" and self.mode == "3d":
+            raise ValueError("--preset nlm is 2D only (its non-local means stage): use --mode 2d")
+        return self
 
     METHOD: ClassVar[str] = "filter2noise"
 
@@ -206,7 +213,10 @@ def parse_settings(**values: Any) -> DenoiseSettings:
     except ValidationError as exc:
         problems = []
         for e in exc.errors():
-            name = str(e["loc"][0]) if e["loc"] else ""
+            if not e["loc"]:  # a rule across settings: its message names the options
+                problems.append(str(e["msg"]).removeprefix("Value error, "))
+                continue
+            name = str(e["loc"][0])
             option = "--" + name.replace("_", "-")
             if name == "preset" and e["type"] == "literal_error":
                 problems.append(

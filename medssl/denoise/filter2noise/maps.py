@@ -2,7 +2,9 @@
 
 For each stage ``k``: ``stage{k}_sigma_{z,y,x}_mm.nii.gz`` (spatial sigmas converted from
 pixels to millimetres with the voxel spacing) and ``stage{k}_sigma_range_hu.nii.gz`` (range
-sigma in HU), plus ``stage{k}_overlay.png``: the central slice with each map over it.
+sigma in HU), plus ``stage{k}_overlay.png``: the central slice with each map over it. A
+non-local means stage (``final_filter = "nlm"``) writes its patch-distance scale as
+``stage{k}_nlm_h_hu.nii.gz`` instead of a range sigma.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def save_sigma_maps(
     *,
     overwrite: bool = True,
     guides: Sequence[float] | None = None,
+    kinds: Sequence[str] | None = None,
     noise_model: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write the sigma maps of a denoising run.
@@ -60,6 +63,8 @@ def save_sigma_maps(
         out_dir: Output folder (created).
         guides: Per stage, the guide's Gaussian sigma in pixels (0: none); a guided stage's
             range panel says its sigma applies to the smoothed guide.
+        kinds: Per stage, ``"bilateral"`` (default) or ``"nlm"``: an NLM stage's last map is
+            its patch-distance scale h (HU), written as ``stage{k}_nlm_h_hu.nii.gz``.
         noise_model: The scan's noise model summary (``NoiseModel.to_dict()``), written as
             ``noise_model.json`` beside the maps.
 
@@ -88,11 +93,14 @@ def save_sigma_maps(
                 written.append(write_volume(volume.with_array(mm), path, overwrite=overwrite))
                 panels.append((f"stage {k}: sigma_{name} (mm)", mm[zc]))
             rng = maps[:, nd]
-            path = out / f"stage{k}_sigma_range_hu.nii.gz"
+            nlm = kinds is not None and kinds[k] == "nlm"
+            name = "nlm_h" if nlm else "sigma_range"
+            path = out / f"stage{k}_{name}_hu.nii.gz"
             written.append(write_volume(volume.with_array(rng), path, overwrite=overwrite))
             guide = float(guides[k]) if guides is not None else 0.0
             on = f", {guide:g}-px guide" if guide > 0 else ""
-            panels.append((f"stage {k}: sigma_range (HU{on})", rng[zc]))
+            title = "NLM h, RMS patch difference (HU)" if nlm else f"sigma_range (HU{on})"
+            panels.append((f"stage {k}: {title}", rng[zc]))
             png = out / f"stage{k}_overlay.png"
             _overlay_png(volume.array[zc], panels, png)
             written.append(png)

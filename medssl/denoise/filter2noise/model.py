@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from medssl.denoise.filter2noise.config import ModelConfig
 from medssl.denoise.filter2noise.filters import gaussian_blur
 from medssl.denoise.filter2noise.intensity import HU_PER_UNIT
+from medssl.denoise.filter2noise.nlm import nonlocal_means
 from medssl.denoise.filter2noise.predictors import (
     GlobalSigmaPredictor,
     LocalSigmaPredictor,
@@ -30,7 +31,7 @@ from medssl.denoise.filter2noise.predictors import (
 )
 from medssl.ops import bilateral_filter, joint_bilateral_filter, radius_for_sigma
 
-__all__ = ["AGBFStage", "Filter2Noise", "SigmaEdit", "build_model"]
+__all__ = ["AGBFStage", "Filter2Noise", "NLMStage", "SigmaEdit", "build_model"]
 
 
 @dataclass
@@ -106,6 +107,7 @@ class AGBFStage(nn.Module):
             raise ValueError(f"guide_sigma must be >= 0, got {guide_sigma}")
         self.predictor = predictor
         self.nd = nd
+        self.kind = "bilateral"
         self.head = head
         self.guide_sigma = float(guide_sigma)
         self.register_buffer("bounds", torch.tensor([*sigma_max, range_max], dtype=torch.float32))
@@ -166,6 +168,64 @@ class AGBFStage(nn.Module):
         return out, s
 
 
+class NLMStage(AGBFStage):
+    """A last stage that averages by patch similarity: non-local means with per-pixel maps
+    (:func:`~medssl.denoise.filter2noise.nlm.nonlocal_means`), 2D only.
+
+    Its maps are read like a bilateral stage's: spatial sigmas ``(sigma_y, sigma_x)`` in
+    pixels, then ``h`` in network units, the root-mean-square difference between two patches
+    (Gaussian-weighted, ``patch_sigma`` pixels) at which a neighbour's weight falls to
+    ``exp(-1/2)``. Range floor, initial value and edits apply to ``h`` as to a range sigma.
+
+    Args:
+        predictor: As for :class:`AGBFStage` (3 output maps).
+        radius: Window half-width in pixels; the spatial sigmas are bounded by ``radius / 2``.
+        patch_sigma: The patch weight's Gaussian sigma (pixels).
+        range_max, init_spatial, init_range: As for :class:`AGBFStage`.
+    """
+
+    def __init__(
+        self,
+        predictor: nn.Module,
+        *,
+        radius: int = 4,
+        patch_sigma: float = 1.0,
+        range_max: float = 1.0,
+        init_spatial: float = 1.0,
+        init_range: float = 0.1,
+    ) -> None:
+        if radius < 1:
+            raise ValueError(f"the NLM stage's radius must be >= 1, got {radius}")
+        if patch_sigma < 0:
+            raise ValueError(f"the NLM stage's patch_sigma must be >= 0, got {patch_sigma}")
+        bound = radius / 2
+        super().__init__(
+            predictor,
+            2,
+            sigma_max=(bound, bound),
+            range_max=range_max,
+            init_spatial=init_spatial,
+            init_range=init_range,
+        )
+        self.kind = "nlm"
+        self.radius = (radius, radius)
+        self.patch_sigma = float(patch_sigma)
+
+    def forward(
+        self, x: Tensor, coords: Tensor | None = None, factor: Tensor | float = 1.0
+    ) -> tuple[Tensor, Tensor]:
+        """Filter ``x``; returns ``(output, maps)``.
+
+        Shape:
+            x: ``(B, 1, H, W)``; output the same; maps ``(B, 3, H, W)`` (or broadcastable).
+        """
+        s = self.sigmas(x, coords)
+        if not (isinstance(factor, float) and factor == 1.0):
+            s = torch.minimum(s * factor, self.bounds.view(1, -1, 1, 1))
+        out = nonlocal_means(x, (s[:, :1], s[:, 1:2]), s[:, 2:], self.radius[0], self.patch_sigma)
+        return out, s
+
+
 class Filter2Noise(nn.Module):
     """A cascade of :class:`AGBFStage`.
 
@@ -185,6 +245,11 @@ class Filter2Noise(nn.Module):
     def guide_sigmas(self) -> list[float]:
         """Per stage, the Gaussian sigma (pixels) of its range guide (0: self-guided)."""
         return [stage.guide_sigma for stage in self.stages]
+
+    @property
+    def stage_kinds(self) -> list[str]:
+        """Per stage, ``"bilateral"`` or ``"nlm"`` (:class:`NLMStage`)."""
+        return [stage.kind for stage in self.stages]
 
     @property
     def filters_items_independently(self) -> bool:
@@ -230,7 +295,11 @@ def build_model(cfg: ModelConfig) -> Filter2Noise:
     nd = cfg.nd
     sigma_max = (cfg.sigma_max_z, cfg.sigma_max, cfg.sigma_max) if nd == 3 else (cfg.sigma_max,) * 2
     range_max = cfg.range_max_hu / HU_PER_UNIT if cfg.intensity == "hu" else 1.0
-    stages = []
+    if cfg.final_filter not in ("bilateral", "nlm"):
+        raise ValueError(f"final_filter must be 'bilateral' or 'nlm', got {cfg.final_filter!r}")
+    if cfg.final_filter == "nlm" and nd != 2:
+        raise ValueError("the NLM last stage (final_filter='nlm') is 2D only: use mode 2d")
+    stages: list[AGBFStage] = []
     for k in range(cfg.stages):
         if cfg.predictor == "local":
             pred: nn.Module = LocalSigmaPredictor(nd, cfg.width, cfg.dilations, cfg.use_coords)
@@ -242,6 +311,18 @@ def build_model(cfg: ModelConfig) -> Filter2Noise:
             pred = GlobalSigmaPredictor(nd)
         else:
             raise ValueError(f"unknown predictor {cfg.predictor!r}")
+        if cfg.final_filter == "nlm" and k == cfg.stages - 1:
+            stages.append(
+                NLMStage(
+                    pred,
+                    radius=cfg.nlm_radius,
+                    patch_sigma=cfg.nlm_patch_sigma,
+                    range_max=range_max,
+                    init_spatial=cfg.init_spatial,
+                    init_range=0.1 * range_max,
+                )
+            )
+            continue
         stages.append(
             AGBFStage(
                 pred,
