@@ -402,6 +402,50 @@ def cmd_timing(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=1))
 
 
+def cmd_timing_presets(args: argparse.Namespace) -> None:
+    """Wall time of the CLI per preset, the presets alternated run by run so that they share
+    the machine's state: the 512^2 slice (``--repeats`` rounds) and the 48-slice lung1 volume
+    (one round). Writes ``timing_presets.json``; the ratios are what to compare."""
+    import tempfile
+
+    from medssl.data import fetch
+    from medssl.io import write_volume
+
+    medssl = str(Path(sys.executable).with_name("medssl"))
+    runs: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    with tempfile.TemporaryDirectory() as tmp:
+        case = load_cases(("quarter",), ("lung1_z24",))[0]
+        src = Path(tmp) / "lung1_z24.nii.gz"
+        vol = Volume(case.noisy[None].astype(np.float32), (1.0, case.pixel_mm, case.pixel_mm))
+        write_volume(vol, src)
+        inputs = {"lung1_z24 (512^2 slice)": (src, args.repeats)}
+        inputs["lung1 volume (48 x 512^2, NRRD in)"] = (fetch("lung1"), 1)
+        for label, (path, rounds) in inputs.items():
+            for _ in range(rounds):
+                for name in args.presets:
+                    out = Path(tmp) / f"out_{name}.nii.gz"
+                    cmd = [medssl, "denoise", str(path), "-o", str(out), "--overwrite"]
+                    runs[label][name].append(_timed_cli([*cmd, "--preset", name]))
+    rows = {
+        label: {
+            name: {
+                "wall_s": float(np.median([r["wall_s"] for r in got])),
+                "runs_s": [r["wall_s"] for r in got],
+                "peak_rss_mib": max(r["peak_rss_mib"] for r in got),
+            }
+            for name, got in per.items()
+        }
+        for label, per in runs.items()
+    }
+    info = {
+        "rows": rows,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    (HERE / "timing_presets.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(json.dumps(info, indent=1))
+
+
 def cmd_volume(args: argparse.Namespace) -> None:
     """2D (fit on a sample of slices, in-plane filter) against 3D (sigma_z on the 3D kernel) on
     contiguous lung1 slices, each with its own simulated quarter dose."""
@@ -710,6 +754,111 @@ def cmd_kernel_quality(args: argparse.Namespace) -> None:
                 continue
             cells.append(f"{np.mean([r['psnr'] for r in got]):.2f} ({g[0]['psnr']:.2f})")
         print(f"| {c} | " + " | ".join(cells) + " |")
+
+
+def _case_mean(
+    per_case: dict[str, list[dict]], cases: list[str], field: str, seed: int | None
+) -> float:
+    """``field`` of the rows of each case (seed ``seed``, or all), averaged, then over cases."""
+    return float(
+        np.mean(
+            [
+                np.mean([r[field] for r in per_case[c] if seed is None or r["seed"] == seed])
+                for c in cases
+            ]
+        )
+    )
+
+
+#: The development cases the NLM stage's settings were chosen on (the rest: validation).
+NLM_DEV_CASES = ("lung1_z8", "lung1_z24", "lung1_z40", "lung1_z24_256")
+
+
+def cmd_nlm_report(args: argparse.Namespace) -> None:
+    """The NLM last stage (method ``nlm``) against the default (``medssl``) on the same seed,
+    per kernel: mean PSNR / SSIM over the cases both have, the development / validation
+    split, the cases below the 1-px Gaussian, the margins over the oracle Gaussian and over
+    BM3D with the estimated PSD, and the gap to the oracle BM3D (PSD) relative to the previous
+    default's (``medssl_v1``; the issue: at most half)."""
+    by = _kernel_rows(args.dose, all_seeds=True)
+
+    def psnr_of(kernel: str, method: str, case: str, seed: int | None) -> float | None:
+        got = [r for r in by[(kernel, method)].get(case, []) if seed is None or r["seed"] == seed]
+        return float(np.mean([r["psnr"] for r in got])) if got else None
+
+    print(f"\n### {args.dose} dose: nlm against medssl, seed {args.seed} (dB)\n")
+    head = (
+        "| kernel | cases (dev + validation) | medssl | nlm | nlm - medssl: all / dev / "
+        "validation | nlm - oracle Gaussian | nlm - BM3D est. PSD | gap to the oracle BM3D, "
+        "nlm / medssl_v1 (target <= 0.5) | nlm below the 1-px Gaussian | "
+        "SSIM nlm / oracle Gaussian | s / slice medssl / nlm |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    per_case: list[tuple[str, str, float, float]] = []
+    for kernel in ("ramp", "shepp-logan", "cosine", "hann"):
+        cases = sorted(
+            c
+            for c in by[(kernel, "nlm")]
+            if psnr_of(kernel, "nlm", c, args.seed) is not None
+            and psnr_of(kernel, "medssl", c, args.seed) is not None
+            and all(by[(kernel, m)].get(c) for m in ("gauss_1px", "gauss_oracle", "bm3d_psd"))
+        )
+        if not cases:
+            continue
+        vals = {
+            m: {
+                c: psnr_of(kernel, m, c, args.seed if m in ("nlm", "medssl") else None)
+                for c in cases
+            }
+            for m in (
+                "nlm",
+                "medssl",
+                "medssl_v1",
+                "gauss_1px",
+                "gauss_oracle",
+                "bm3d_psd",
+                "bm3d_oracle_psd",
+            )
+        }
+        diff = {c: vals["nlm"][c] - vals["medssl"][c] for c in cases}
+        dev = [diff[c] for c in cases if c in NLM_DEV_CASES]
+        val = [diff[c] for c in cases if c not in NLM_DEV_CASES]
+        mean = {
+            m: float(np.mean(list(v.values()))) for m, v in vals.items() if None not in v.values()
+        }
+        ratio = "-"
+        if "bm3d_oracle_psd" in mean and "medssl_v1" in mean:
+            gap = mean["bm3d_oracle_psd"] - mean["medssl_v1"]
+            ratio = f"{(mean['bm3d_oracle_psd'] - mean['nlm']) / gap:.2f}" if gap > 0 else "-"
+        below = [c for c in cases if vals["nlm"][c] < vals["gauss_1px"][c]]
+
+        def mean_of(field: str, method: str, seed: int | None) -> float:
+            """``field`` averaged per case (over the seeds kept), then over the cases."""
+            return _case_mean(by[(kernel, method)], cases, field, seed)  # noqa: B023
+
+        fmt = lambda v: f"{np.mean(v):+.2f}" if v else "-"  # noqa: E731
+        print(
+            f"| {kernel} | {len(cases)} ({len(dev)} + {len(val)}) | {mean['medssl']:.2f} | "
+            f"{mean['nlm']:.2f} | {fmt(list(diff.values()))} / {fmt(dev)} / {fmt(val)} | "
+            f"{mean['nlm'] - mean['gauss_oracle']:+.2f} | {mean['nlm'] - mean['bm3d_psd']:+.2f} | "
+            f"{ratio} | {', '.join(below) if below else 'none'} | "
+            f"{mean_of('ssim', 'nlm', args.seed):.4f} / "
+            f"{mean_of('ssim', 'gauss_oracle', None):.4f} | "
+            f"{mean_of('seconds', 'medssl', args.seed):.0f} / "
+            f"{mean_of('seconds', 'nlm', args.seed):.0f} |"
+        )
+        per_case += [(c, kernel, vals["nlm"][c], diff[c]) for c in cases]
+    kernels = [
+        k for k in ("ramp", "shepp-logan", "cosine", "hann") if any(p[1] == k for p in per_case)
+    ]
+    print(f"\n### {args.dose} dose: nlm PSNR per case (dB; nlm - medssl, seed {args.seed})\n")
+    print("| case | " + " | ".join(kernels) + " |")
+    print("|---|" + "---|" * len(kernels))
+    cells = {(c, k): f"{v:.2f} ({d:+.2f})" for c, k, v, d in per_case}
+    for c in sorted({p[0] for p in per_case}):
+        tag = " (dev)" if c in NLM_DEV_CASES else ""
+        print(f"| {c}{tag} | " + " | ".join(cells.get((c, k), "-") for k in kernels) + " |")
 
 
 def cmd_kernels_report(args: argparse.Namespace) -> None:
@@ -1024,6 +1173,9 @@ def main() -> None:
     sw.add_argument("--threads", type=int, default=2)
     tim = sub.add_parser("timing")
     tim.add_argument("--repeats", type=int, default=3, help="Runs per slice (median reported).")
+    tp = sub.add_parser("timing-presets")
+    tp.add_argument("--presets", nargs="+", default=["medssl", "nlm"])
+    tp.add_argument("--repeats", type=int, default=3, help="Rounds on the slice.")
     sub.add_parser("noise")
     vol = sub.add_parser("volume")
     vol.add_argument("--z0", type=int, default=20)
@@ -1051,6 +1203,9 @@ def main() -> None:
     kq = sub.add_parser("kernel-quality")
     kq.add_argument("--dose", default="quarter", choices=["quarter", "normal"])
     kq.add_argument("--all-seeds", action="store_true")
+    nr = sub.add_parser("nlm-report")
+    nr.add_argument("--dose", default="quarter", choices=["quarter", "normal"])
+    nr.add_argument("--seed", type=int, default=0)
     sub.add_parser("bm3d-check")
     br = sub.add_parser("bm3d-report")
     br.add_argument("--dose", default="quarter", choices=["quarter", "normal"])
@@ -1065,6 +1220,7 @@ def main() -> None:
         "curve": cmd_curve,
         "sweep": cmd_sweep,
         "timing": cmd_timing,
+        "timing-presets": cmd_timing_presets,
         "noise": cmd_noise,
         "volume": cmd_volume,
         "figure": cmd_figure,
@@ -1072,6 +1228,7 @@ def main() -> None:
         "kernels": cmd_kernels,
         "kernels-report": cmd_kernels_report,
         "kernel-quality": cmd_kernel_quality,
+        "nlm-report": cmd_nlm_report,
         "bm3d-report": cmd_bm3d_report,
         "bm3d-check": cmd_bm3d_check,
         "standard": cmd_standard,

@@ -93,10 +93,17 @@ def _bm3d_psd(vol: Volume, seed: int) -> np.ndarray:
     return np.stack([bench._bm3d_psd_estimated(case, seed)[0] for case in cases])
 
 
-#: what ``standard --method`` runs: the default, the default with the SURE objective, BM3D
+def _nlm(vol: Volume, seed: int) -> np.ndarray:
+    """The ``nlm`` preset: the default with a non-local means last stage."""
+    return denoise_volume(vol, preset("nlm"), seed=seed).volume.array
+
+
+#: what ``standard --method`` runs: the default, the default with the SURE objective, the
+#: NLM last stage, BM3D
 METHODS: dict[str, Callable[[Volume, int], np.ndarray]] = {
     "medssl": _medssl,
     "medssl_sure": lambda vol, seed: _medssl(vol, seed, objective="sure"),
+    "nlm": _nlm,
     "bm3d_psd": _bm3d_psd,
 }
 
@@ -323,7 +330,8 @@ def add_standard_commands(sub: argparse._SubParsersAction) -> None:
         "--method",
         default="medssl",
         choices=METHODS,
-        help="medssl (the default preset), medssl_sure (objective sure) or bm3d_psd.",
+        help="medssl (the default preset), medssl_sure (objective sure), nlm (the nlm preset) "
+        "or bm3d_psd.",
     )
     std.add_argument("--out", type=Path, default=STANDARD_FILE, help="One file per method.")
     rep = sub.add_parser("standard-report", help="The standard-dose table (stdout).")
