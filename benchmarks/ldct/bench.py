@@ -791,7 +791,7 @@ def cmd_nlm_report(args: argparse.Namespace) -> None:
         "| kernel | cases (dev + validation) | medssl | nlm | nlm - medssl: all / dev / "
         "validation | nlm - oracle Gaussian | nlm - BM3D est. PSD | gap to the oracle BM3D, "
         "nlm / medssl_v1 (target <= 0.5) | nlm below the 1-px Gaussian | "
-        "SSIM nlm / oracle Gaussian | s / slice medssl / nlm |"
+        "SSIM nlm / oracle Gaussian |"
     )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
@@ -844,9 +844,7 @@ def cmd_nlm_report(args: argparse.Namespace) -> None:
             f"{mean['nlm'] - mean['gauss_oracle']:+.2f} | {mean['nlm'] - mean['bm3d_psd']:+.2f} | "
             f"{ratio} | {', '.join(below) if below else 'none'} | "
             f"{mean_of('ssim', 'nlm', args.seed):.4f} / "
-            f"{mean_of('ssim', 'gauss_oracle', None):.4f} | "
-            f"{mean_of('seconds', 'medssl', args.seed):.0f} / "
-            f"{mean_of('seconds', 'nlm', args.seed):.0f} |"
+            f"{mean_of('ssim', 'gauss_oracle', None):.4f} |"
         )
         per_case += [(c, kernel, vals["nlm"][c], diff[c]) for c in cases]
     kernels = [

@@ -5,7 +5,9 @@ axis in the tensor's axis order, and a range sigma in network units, see
 :mod:`~medssl.denoise.filter2noise.intensity`) and filters that input with
 :func:`medssl.ops.bilateral_filter`. The sigmas are the model's explanation of what it does,
 and can be edited at inference time (:class:`SigmaEdit`): every map is multiplied by a factor
-map and clipped to the stage's bounds, and later stages see the edited result.
+map and clipped to the stage's bounds, and later stages see the edited result. With
+``final_filter = "nlm"`` the last stage is :class:`NLMStage`: the same maps, its range weights
+from patch differences (non-local means).
 
 Sun et al., "Filter2Noise: Interpretable and Zero-Shot Low-Dose CT Image Denoising" (2025).
 """

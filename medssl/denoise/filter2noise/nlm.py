@@ -17,8 +17,8 @@ al., "A non-local algorithm for image denoising", CVPR 2005).
 Out-of-image neighbours are reflected about the edge pixel, as in
 :func:`medssl.ops.bilateral_filter`; the patch weights outside the image are 0.
 The forward and backward are loops over the window's offsets with the patch differences
-recomputed in the backward, so memory stays at a few images per offset-free buffer and the
-gradient (to the image, through the averaged values and the patch distances, and to the three
+recomputed in the backward, so memory stays at a few images (nothing is kept per offset) and
+the gradient (to the image, through the averaged values and the patch distances, and to the three
 parameter maps) is exact; ``tests/test_f2n_nlm.py`` checks it against autograd through a
 direct implementation.
 """
