@@ -137,7 +137,7 @@ def cmd_standard(args: argparse.Namespace) -> None:
                 "slices": list(STANDARD_SCANS[name] or range(vol.shape[0])),
                 "shape": list(vol.shape),
                 "pixel_mm": round(spacing[0], 4),
-                "preset": PRESET,
+                "preset": "nlm" if args.method == "nlm" else PRESET,
                 "method": args.method,
                 "seed": seed,
                 "seconds": round(seconds, 1),
