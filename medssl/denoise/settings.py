@@ -142,7 +142,7 @@ class DenoiseSettings(BaseModel):
     @model_validator(mode="after")
     def _nlm_is_2d(self) -> DenoiseSettings:
         if self.preset == "nlm" and self.mode == "3d":
-            raise ValueError("--preset nlm is 2D only (its non-local means stage): use --mode 2d")
+            raise ValueError("preset nlm is 2D only (its non-local means stage): use mode 2d")
         return self
 
     METHOD: ClassVar[str] = "filter2noise"

@@ -121,4 +121,4 @@ def test_the_nlm_preset_in_3d_is_refused_by_name():
     assert parse_settings(preset="nlm").f2n_config().model.final_filter == "nlm"
     with pytest.raises(InputError) as err:
         parse_settings(preset="nlm", mode="3d")
-    assert str(err.value).startswith("--preset nlm is 2D only"), str(err.value)
+    assert str(err.value).startswith("preset nlm is 2D only"), str(err.value)
