@@ -786,7 +786,9 @@ def cmd_nlm_report(args: argparse.Namespace) -> None:
         got = [r for r in by[(kernel, method)].get(case, []) if seed is None or r["seed"] == seed]
         return float(np.mean([r["psnr"] for r in got])) if got else None
 
-    print(f"\n### {args.dose} dose: nlm against medssl, seed {args.seed} (dB)\n")
+    seed: int | None = None if args.all_seeds else args.seed
+    label = "mean of seeds 0-2" if seed is None else f"seed {seed}"
+    print(f"\n### {args.dose} dose: nlm against medssl, {label} (dB)\n")
     head = (
         "| kernel | cases (dev + validation) | medssl | nlm | nlm - medssl: all / dev / "
         "validation | nlm - oracle Gaussian | nlm - BM3D est. PSD | gap to the oracle BM3D, "
@@ -800,17 +802,15 @@ def cmd_nlm_report(args: argparse.Namespace) -> None:
         cases = sorted(
             c
             for c in by[(kernel, "nlm")]
-            if psnr_of(kernel, "nlm", c, args.seed) is not None
-            and psnr_of(kernel, "medssl", c, args.seed) is not None
+            if psnr_of(kernel, "nlm", c, seed) is not None
+            and psnr_of(kernel, "medssl", c, seed) is not None
+            and (seed is not None or min(len(by[(kernel, m)][c]) for m in ("nlm", "medssl")) >= 3)
             and all(by[(kernel, m)].get(c) for m in ("gauss_1px", "gauss_oracle", "bm3d_psd"))
         )
         if not cases:
             continue
         vals = {
-            m: {
-                c: psnr_of(kernel, m, c, args.seed if m in ("nlm", "medssl") else None)
-                for c in cases
-            }
+            m: {c: psnr_of(kernel, m, c, seed if m in ("nlm", "medssl") else None) for c in cases}
             for m in (
                 "nlm",
                 "medssl",
@@ -843,14 +843,14 @@ def cmd_nlm_report(args: argparse.Namespace) -> None:
             f"{mean['nlm']:.2f} | {fmt(list(diff.values()))} / {fmt(dev)} / {fmt(val)} | "
             f"{mean['nlm'] - mean['gauss_oracle']:+.2f} | {mean['nlm'] - mean['bm3d_psd']:+.2f} | "
             f"{ratio} | {', '.join(below) if below else 'none'} | "
-            f"{mean_of('ssim', 'nlm', args.seed):.4f} / "
+            f"{mean_of('ssim', 'nlm', seed):.4f} / "
             f"{mean_of('ssim', 'gauss_oracle', None):.4f} |"
         )
         per_case += [(c, kernel, vals["nlm"][c], diff[c]) for c in cases]
     kernels = [
         k for k in ("ramp", "shepp-logan", "cosine", "hann") if any(p[1] == k for p in per_case)
     ]
-    print(f"\n### {args.dose} dose: nlm PSNR per case (dB; nlm - medssl, seed {args.seed})\n")
+    print(f"\n### {args.dose} dose: nlm PSNR per case (dB; nlm - medssl, {label})\n")
     print("| case | " + " | ".join(kernels) + " |")
     print("|---|" + "---|" * len(kernels))
     cells = {(c, k): f"{v:.2f} ({d:+.2f})" for c, k, v, d in per_case}
@@ -1204,6 +1204,9 @@ def main() -> None:
     nr = sub.add_parser("nlm-report")
     nr.add_argument("--dose", default="quarter", choices=["quarter", "normal"])
     nr.add_argument("--seed", type=int, default=0)
+    nr.add_argument(
+        "--all-seeds", action="store_true", help="Means of seeds 0-2 (cases with all three)."
+    )
     sub.add_parser("bm3d-check")
     br = sub.add_parser("bm3d-report")
     br.add_argument("--dose", default="quarter", choices=["quarter", "normal"])
