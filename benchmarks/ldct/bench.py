@@ -363,23 +363,37 @@ def _timed_cli(cmd: list[str], repeats: int = 1) -> dict[str, object]:
     }
 
 
+def _timing_slice(name: str, folder: Path) -> tuple[Path, int]:
+    """The quarter-dose case ``name`` written as NIfTI into ``folder``: (path, slice size)."""
+    from medssl.io import write_volume
+
+    case = load_cases(("quarter",), (name,))[0]
+    src = folder / f"{name}.nii.gz"
+    vol = Volume(case.noisy[None].astype(np.float32), (1.0, case.pixel_mm, case.pixel_mm))
+    write_volume(vol, src)
+    return src, case.size
+
+
+def _machine_and_date() -> dict[str, str]:
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
 def cmd_timing(args: argparse.Namespace) -> None:
     """Process start to file written, with the CLI: one 512^2 slice, one 256^2 slice (median
     of ``--repeats`` runs each), and the 48-slice lung1 volume (NRRD in, NIfTI out; one run)."""
     import tempfile
 
     from medssl.data import fetch
-    from medssl.io import write_volume
 
     medssl = str(Path(sys.executable).with_name("medssl"))
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("lung1_z24", "lung1_z24_256"):
-            case = load_cases(("quarter",), (name,))[0]
-            src = Path(tmp) / f"{name}.nii.gz"
-            vol = Volume(case.noisy[None].astype(np.float32), (1.0, case.pixel_mm, case.pixel_mm))
-            write_volume(vol, src)
-            rows[f"{name} ({case.size}^2 slice)"] = _timed_cli(
+            src, size = _timing_slice(name, Path(tmp))
+            rows[f"{name} ({size}^2 slice)"] = _timed_cli(
                 [
                     medssl,
                     "denoise",
@@ -393,11 +407,7 @@ def cmd_timing(args: argparse.Namespace) -> None:
         rows["lung1 volume (48 x 512^2, NRRD in)"] = _timed_cli(
             [medssl, "denoise", str(fetch("lung1")), "-o", str(Path(tmp) / "lung1.nii.gz")]
         )
-    info = {
-        "rows": rows,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    info = {"rows": rows, **_machine_and_date()}
     TIMING.write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info, indent=1))
 
@@ -409,15 +419,11 @@ def cmd_timing_presets(args: argparse.Namespace) -> None:
     import tempfile
 
     from medssl.data import fetch
-    from medssl.io import write_volume
 
     medssl = str(Path(sys.executable).with_name("medssl"))
     runs: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     with tempfile.TemporaryDirectory() as tmp:
-        case = load_cases(("quarter",), ("lung1_z24",))[0]
-        src = Path(tmp) / "lung1_z24.nii.gz"
-        vol = Volume(case.noisy[None].astype(np.float32), (1.0, case.pixel_mm, case.pixel_mm))
-        write_volume(vol, src)
+        src, _ = _timing_slice("lung1_z24", Path(tmp))
         inputs = {"lung1_z24 (512^2 slice)": (src, args.repeats)}
         inputs["lung1 volume (48 x 512^2, NRRD in)"] = (fetch("lung1"), 1)
         for label, (path, rounds) in inputs.items():
@@ -437,11 +443,7 @@ def cmd_timing_presets(args: argparse.Namespace) -> None:
         }
         for label, per in runs.items()
     }
-    info = {
-        "rows": rows,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    info = {"rows": rows, **_machine_and_date()}
     (HERE / "timing_presets.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info, indent=1))
 
@@ -833,18 +835,14 @@ def cmd_nlm_report(args: argparse.Namespace) -> None:
             ratio = f"{(mean['bm3d_oracle_psd'] - mean['nlm']) / gap:.2f}" if gap > 0 else "-"
         below = [c for c in cases if vals["nlm"][c] < vals["gauss_1px"][c]]
 
-        def mean_of(field: str, method: str, seed: int | None) -> float:
-            """``field`` averaged per case (over the seeds kept), then over the cases."""
-            return _case_mean(by[(kernel, method)], cases, field, seed)  # noqa: B023
-
         fmt = lambda v: f"{np.mean(v):+.2f}" if v else "-"  # noqa: E731
         print(
             f"| {kernel} | {len(cases)} ({len(dev)} + {len(val)}) | {mean['medssl']:.2f} | "
             f"{mean['nlm']:.2f} | {fmt(list(diff.values()))} / {fmt(dev)} / {fmt(val)} | "
             f"{mean['nlm'] - mean['gauss_oracle']:+.2f} | {mean['nlm'] - mean['bm3d_psd']:+.2f} | "
             f"{ratio} | {', '.join(below) if below else 'none'} | "
-            f"{mean_of('ssim', 'nlm', seed):.4f} / "
-            f"{mean_of('ssim', 'gauss_oracle', None):.4f} |"
+            f"{_case_mean(by[(kernel, 'nlm')], cases, 'ssim', seed):.4f} / "
+            f"{_case_mean(by[(kernel, 'gauss_oracle')], cases, 'ssim', None):.4f} |"
         )
         per_case += [(c, kernel, vals["nlm"][c], diff[c]) for c in cases]
     kernels = [

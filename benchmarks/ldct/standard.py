@@ -78,8 +78,8 @@ def _scan(name: str) -> Volume:
     return Volume(vol.array[list(zs)], spacing=vol.spacing, modality="CT")
 
 
-def _medssl(vol: Volume, seed: int, **fit: object) -> np.ndarray:
-    cfg = preset(PRESET).with_fit(**fit) if fit else preset(PRESET)
+def _medssl(vol: Volume, seed: int, name: str = PRESET, **fit: object) -> np.ndarray:
+    cfg = preset(name).with_fit(**fit) if fit else preset(name)
     return denoise_volume(vol, cfg, seed=seed).volume.array
 
 
@@ -93,19 +93,16 @@ def _bm3d_psd(vol: Volume, seed: int) -> np.ndarray:
     return np.stack([bench._bm3d_psd_estimated(case, seed)[0] for case in cases])
 
 
-def _nlm(vol: Volume, seed: int) -> np.ndarray:
-    """The ``nlm`` preset: the default with a non-local means last stage."""
-    return denoise_volume(vol, preset("nlm"), seed=seed).volume.array
-
-
 #: what ``standard --method`` runs: the default, the default with the SURE objective, the
-#: NLM last stage, BM3D
+#: ``nlm`` preset (a non-local means last stage), BM3D
 METHODS: dict[str, Callable[[Volume, int], np.ndarray]] = {
     "medssl": _medssl,
     "medssl_sure": lambda vol, seed: _medssl(vol, seed, objective="sure"),
-    "nlm": _nlm,
+    "nlm": lambda vol, seed: _medssl(vol, seed, "nlm"),
     "bm3d_psd": _bm3d_psd,
 }
+#: the preset a method's rows record (the others derive from the default's)
+METHOD_PRESET = {"nlm": "nlm"}
 
 
 def cmd_standard(args: argparse.Namespace) -> None:
@@ -137,7 +134,7 @@ def cmd_standard(args: argparse.Namespace) -> None:
                 "slices": list(STANDARD_SCANS[name] or range(vol.shape[0])),
                 "shape": list(vol.shape),
                 "pixel_mm": round(spacing[0], 4),
-                "preset": "nlm" if args.method == "nlm" else PRESET,
+                "preset": METHOD_PRESET.get(args.method, PRESET),
                 "method": args.method,
                 "seed": seed,
                 "seconds": round(seconds, 1),

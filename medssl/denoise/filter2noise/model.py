@@ -157,6 +157,11 @@ class AGBFStage(nn.Module):
             if self.head != "bounded":
                 bounds = torch.full_like(bounds, 6.0)
             s = torch.minimum(s * factor, bounds)
+        return self.filter(x, s), s
+
+    def filter(self, x: Tensor, s: Tensor) -> Tensor:
+        """Filter ``x`` with the (edited) maps ``s``: the bilateral filter, joint with the
+        smoothed guide where ``guide_sigma > 0``."""
         if self.radius is not None:
             radius: tuple[int, ...] = self.radius
         else:  # published: window from the largest predicted spatial sigma (a host sync)
@@ -164,10 +169,8 @@ class AGBFStage(nn.Module):
         spatial = [s[:, a : a + 1] for a in range(self.nd)]
         if self.guide_sigma > 0:
             guide = gaussian_blur(x, self.guide_sigma)
-            out = joint_bilateral_filter(x, guide, spatial, s[:, self.nd :], radius)
-        else:
-            out = bilateral_filter(x, spatial, s[:, self.nd :], radius)
-        return out, s
+            return joint_bilateral_filter(x, guide, spatial, s[:, self.nd :], radius)
+        return bilateral_filter(x, spatial, s[:, self.nd :], radius)
 
 
 class NLMStage(AGBFStage):
@@ -213,19 +216,10 @@ class NLMStage(AGBFStage):
         self.radius = (radius, radius)
         self.patch_sigma = float(patch_sigma)
 
-    def forward(
-        self, x: Tensor, coords: Tensor | None = None, factor: Tensor | float = 1.0
-    ) -> tuple[Tensor, Tensor]:
-        """Filter ``x``; returns ``(output, maps)``.
-
-        Shape:
-            x: ``(B, 1, H, W)``; output the same; maps ``(B, 3, H, W)`` (or broadcastable).
-        """
-        s = self.sigmas(x, coords)
-        if not (isinstance(factor, float) and factor == 1.0):
-            s = torch.minimum(s * factor, self.bounds.view(1, -1, 1, 1))
-        out = nonlocal_means(x, (s[:, :1], s[:, 1:2]), s[:, 2:], self.radius[0], self.patch_sigma)
-        return out, s
+    def filter(self, x: Tensor, s: Tensor) -> Tensor:
+        """Non-local means of ``x`` (``(B, 1, H, W)``) with the maps ``s`` (``(B, 3, H, W)``
+        or broadcastable)."""
+        return nonlocal_means(x, (s[:, :1], s[:, 1:2]), s[:, 2:], self.radius[0], self.patch_sigma)
 
 
 class Filter2Noise(nn.Module):
