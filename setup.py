@@ -1,8 +1,9 @@
 """Build script: metadata lives in pyproject.toml; this file adds the compiled kernels.
 
-* The C++ CPU kernel of ``medssl::bilateral_filter`` (``medssl.ops.bilateral._C``) is always
-  built, against the torch of the build environment: install without build isolation (the
-  Makefile does) so that it is the torch the package runs with.
+* The C++ CPU kernels of ``medssl::bilateral_filter`` and of the NLM stage's
+  ``medssl::nlm_forward``/``nlm_backward`` (``medssl.ops.bilateral._C``) are always built,
+  against the torch of the build environment: install without build isolation (the Makefile
+  does) so that it is the torch the package runs with.
 * The CUDA kernel is built here only with ``MEDSSL_BUILD_CUDA=1`` (the CUDA container image
   sets it); elsewhere ``medssl ops build`` compiles it into the kernel cache.
 """
@@ -25,7 +26,7 @@ def _extensions():
     ext = [
         CppExtension(
             "medssl.ops.bilateral._C",
-            [f"{CSRC}/bilateral_cpu.cpp"],
+            [f"{CSRC}/bilateral_cpu.cpp", f"{CSRC}/nlm_cpu.cpp"],
             extra_compile_args={"cxx": cxx},
             extra_link_args=["-fopenmp"],
         )

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medssl.denoise.filter2noise import apply_denoiser, build_model, fit_denoiser, preset
+from medssl.denoise.filter2noise import apply_denoiser, build_model, fit_denoiser, nlm, preset
 from medssl.denoise.filter2noise.model import NLMStage, SigmaEdit
-from medssl.denoise.filter2noise.nlm import nonlocal_means, patch_blur
+from medssl.denoise.filter2noise.nlm import kernel_available, nonlocal_means, patch_blur
 from medssl.ops import bilateral_filter
 from tests.denoise.phantom import phantom
 
@@ -46,6 +46,60 @@ def test_forward_and_every_gradient_match_the_direct_form():
     grads_want = torch.autograd.grad((want * g).sum(), [x, *maps])
     for name, a, b in zip(("x", "sigma_y", "sigma_x", "h"), grads_got, grads_want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+
+def _kernel_and_loops(x, maps, radius, patch_sigma):
+    """Output and the four gradients from the compiled kernel and from the torch loops."""
+    g = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(9))
+    res = []
+    for kernel in (True, False):
+        inputs = [t.detach().clone().requires_grad_() for t in (x, *maps)]
+        y = nonlocal_means(
+            inputs[0], (inputs[1], inputs[2]), inputs[3], radius, patch_sigma, kernel=kernel
+        )
+        res.append([y, *torch.autograd.grad((y * g).sum(), inputs)])
+    return res
+
+
+@pytest.mark.parametrize(
+    ("shape", "radius", "patch_sigma", "keep"),
+    [
+        ((2, 1, 11, 13), 3, 1.0, True),  # smaller than one band of rows
+        ((1, 1, 70, 45), 4, 1.0, True),  # three bands, the last one short
+        ((1, 1, 70, 45), 4, 1.0, False),  # the backward recomputing the distances
+        ((3, 1, 33, 9), 2, 0.5, True),
+        ((1, 1, 40, 33), 2, 0.0, False),  # one-pixel patches
+    ],
+)
+def test_compiled_kernel_matches_the_torch_loops(monkeypatch, shape, radius, patch_sigma, keep):
+    """The C++ kernel (row bands with halos, slabs summed in order, distances kept or
+    recomputed) against the torch loops, forward and every gradient, float64."""
+    assert kernel_available(), "the compiled NLM kernel is not loaded (medssl ops info)"
+    if not keep:
+        monkeypatch.setattr(nlm, "_KEEP_BYTES", 0)
+    gen = torch.Generator().manual_seed(shape[2])
+    x = 3 * torch.randn(shape, dtype=torch.float64, generator=gen)
+    maps = [0.4 + 2 * torch.rand(shape, dtype=torch.float64, generator=gen) for _ in range(3)]
+    got, want = _kernel_and_loops(x, maps, radius, patch_sigma)
+    for name, a, b in zip(("out", "x", "sigma_y", "sigma_x", "h"), got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_compiled_kernel_is_bitwise_repeatable_over_thread_counts():
+    gen = torch.Generator().manual_seed(4)
+    x = 50 * torch.randn(2, 1, 75, 64, generator=gen)
+    maps = [0.5 + 2 * torch.rand(2, 1, 75, 64, generator=gen) for _ in range(2)]
+    maps.append(20 + 40 * torch.rand(2, 1, 75, 64, generator=gen))
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            runs.append(_kernel_and_loops(x, maps, 4, 1.0)[0])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
 
 
 def test_one_pixel_patches_are_the_bilateral_filter():

@@ -254,6 +254,10 @@ def test_without_compiled_kernels_the_op_still_exists(tmp_path):
         f = torch.compile(lambda x: torch.ops.medssl.bilateral_filter(x, [s, s], sr, [2, 2])[0],
                           fullgraph=True, backend="aot_eager")
         assert torch.allclose(f(x), out)
+        from medssl.denoise.filter2noise.nlm import kernel_available, nonlocal_means
+        assert not kernel_available()  # the NLM stage runs its torch loops
+        y = nonlocal_means(x, (s, s), sr, 2)
+        assert y.shape == x.shape and torch.autograd.grad(y.sum(), x)[0].isfinite().all()
         print("ok")
         """
     )

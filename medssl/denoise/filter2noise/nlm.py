@@ -19,8 +19,13 @@ Out-of-image neighbours are reflected about the edge pixel, as in
 The forward and backward are loops over the window's offsets with the patch differences
 recomputed in the backward, so memory stays at a few images (nothing is kept per offset) and
 the gradient (to the image, through the averaged values and the patch distances, and to the three
-parameter maps) is exact; ``tests/test_f2n_nlm.py`` checks it against autograd through a
+parameter maps) is exact; ``tests/denoise/test_nlm.py`` checks it against autograd through a
 direct implementation.
+
+On the CPU the loops run in the compiled kernel ``medssl::nlm_forward``/``nlm_backward``
+(``medssl/ops/bilateral/csrc/nlm_cpu.cpp``: one pass over the image per offset, rows in
+cache-sized bands, deterministic whatever the thread count); the torch loops here are the
+fallback (other devices, ``MEDSSL_KERNEL_DISABLE=1``) and the kernel's test oracle.
 """
 
 from __future__ import annotations
@@ -31,9 +36,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import medssl.ops  # noqa: F401  (loads the compiled kernels)
 from medssl.denoise.filter2noise.filters import gaussian_1d
 
-__all__ = ["nonlocal_means", "patch_blur"]
+__all__ = ["kernel_available", "nonlocal_means", "patch_blur"]
+
+
+def _taps(sigma: float) -> list[float]:
+    """The patch weight's taps: ``2 * ceil(3 sigma) + 1`` of a normalised Gaussian; ``[1]``
+    for ``sigma <= 0``."""
+    if sigma <= 0:
+        return [1.0]
+    return gaussian_1d(2 * math.ceil(3 * sigma) + 1, sigma).tolist()
+
+
+def kernel_available(device: torch.device | str = "cpu") -> bool:
+    """Whether the compiled NLM kernel serves tensors on ``device`` (the CPU only)."""
+    if torch.device(device).type != "cpu":
+        return False
+    try:
+        torch._C._dispatch_find_schema_or_throw("medssl::nlm_forward", "")
+    except RuntimeError:
+        return False
+    return True
 
 
 def patch_blur(x: Tensor, sigma: float) -> Tensor:
@@ -45,8 +70,8 @@ def patch_blur(x: Tensor, sigma: float) -> Tensor:
     """
     if sigma <= 0:
         return x
-    size = 2 * math.ceil(3 * sigma) + 1
-    taps = gaussian_1d(size, sigma).tolist()
+    taps = _taps(sigma)
+    size = len(taps)
     half = size // 2
     height, width = x.shape[-2:]
     padded = F.pad(x, (half, half, 0, 0))
@@ -78,6 +103,9 @@ def _at(padded: Tensor, radius: int, dy: int, dx: int, height: int, width: int) 
 #: bilateral kernel does: the result does not change, a filter with every sigma at 0 is exactly
 #: the identity, and no denormal float (~13x slower on x86) enters the sums.
 _MAX_EXPONENT = 70.0
+#: The kernel keeps the forward's patch distances for the backward up to this size (a fit's
+#: crops take ~30 MB); beyond it the backward recomputes them.
+_KEEP_BYTES = 512 * 2**20
 _MIN_WEIGHT = math.exp(-_MAX_EXPONENT)
 
 
@@ -101,7 +129,19 @@ class _NonLocalMeans(torch.autograd.Function):
         inv_x: Tensor,
         radius: int,
         patch_sigma: float,
+        kernel: bool,
     ) -> Tensor:
+        ctx.radius, ctx.patch_sigma, ctx.kernel = radius, patch_sigma, kernel  # type: ignore[attr-defined]
+        if kernel:
+            # the patch distances are kept for the backward (saves recomputing them: ~1/3 of
+            # the work) unless they would take more than _KEEP_BYTES
+            size = padded.element_size() * inv_h.numel() * ((2 * radius + 1) ** 2 - 1)
+            keep = any(ctx.needs_input_grad[:4]) and size <= _KEEP_BYTES  # type: ignore[attr-defined]
+            out, den, dist = torch.ops.medssl.nlm_forward(
+                padded, inv_h, inv_y, inv_x, radius, _taps(patch_sigma), keep
+            )
+            ctx.save_for_backward(padded, inv_h, inv_y, inv_x, out, den, dist)
+            return out
         height, width = inv_h.shape[-2:]
         x = _at(padded, radius, 0, 0, height, width)
         num = x.clone()
@@ -114,15 +154,22 @@ class _NonLocalMeans(torch.autograd.Function):
             den.add_(w)
         out = num / den
         ctx.save_for_backward(padded, inv_h, inv_y, inv_x, out, den)
-        ctx.radius, ctx.patch_sigma = radius, patch_sigma  # type: ignore[attr-defined]
         return out
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad: Tensor
     ) -> tuple[Tensor | None, ...]:
-        padded, inv_h, inv_y, inv_x, out, den = ctx.saved_tensors  # type: ignore[attr-defined]
         radius, patch_sigma = ctx.radius, ctx.patch_sigma  # type: ignore[attr-defined]
+        if ctx.kernel:  # type: ignore[attr-defined]
+            grads = torch.ops.medssl.nlm_backward(
+                grad,
+                *ctx.saved_tensors,
+                radius,
+                _taps(patch_sigma),  # type: ignore[attr-defined]
+            )
+            return (*grads, None, None, None)
+        padded, inv_h, inv_y, inv_x, out, den = ctx.saved_tensors  # type: ignore[attr-defined]
         height, width = inv_h.shape[-2:]
         x = _at(padded, radius, 0, 0, height, width)
         g = grad / den
@@ -147,7 +194,7 @@ class _NonLocalMeans(torch.autograd.Function):
             g_diff = patch_blur(g_logw * inv_h, patch_sigma).mul_(diff).mul_(-2.0)
             g_x.add_(g_diff)
             _at(g_padded, radius, dy, dx, height, width).sub_(g_diff)
-        return g_padded, g_h, g_y, g_xx, None, None
+        return g_padded, g_h, g_y, g_xx, None, None, None
 
 
 def nonlocal_means(
@@ -156,6 +203,8 @@ def nonlocal_means(
     h: Tensor,
     radius: int,
     patch_sigma: float = 1.0,
+    *,
+    kernel: bool | None = None,
 ) -> Tensor:
     """Non-local means with per-pixel spatial sigmas and patch-distance scale (see the module).
 
@@ -166,6 +215,8 @@ def nonlocal_means(
         radius: Window half-width in pixels (``(2 radius + 1)^2`` taps).
         patch_sigma: Gaussian patch weight's sigma in pixels (0: single pixels, the bilateral
             filter).
+        kernel: Use the compiled CPU kernel (``None``: wherever it serves ``x``'s device and
+            dtype; ``False``: the torch loops, the kernel's oracle).
 
     Returns:
         ``(B, 1, H, W)``, differentiable in ``x``, ``spatial`` and ``h``.
@@ -183,4 +234,11 @@ def nonlocal_means(
     inv_h = (0.5 / h.clamp_min(1e-6).square()).expand(shape).contiguous()
     inv_y = (0.5 / spatial[0].clamp_min(1e-3).square()).expand(shape).contiguous()
     inv_x = (0.5 / spatial[1].clamp_min(1e-3).square()).expand(shape).contiguous()
-    return _NonLocalMeans.apply(padded, inv_h, inv_y, inv_x, radius, float(patch_sigma))
+    usable = kernel_available(x.device) and x.dtype in (torch.float32, torch.float64)
+    if kernel and not usable:
+        raise RuntimeError(
+            f"the compiled NLM kernel does not serve {x.dtype} on {x.device} "
+            f"(or was not built: see `medssl ops status`)"
+        )
+    use = usable if kernel is None else kernel
+    return _NonLocalMeans.apply(padded, inv_h, inv_y, inv_x, radius, float(patch_sigma), use)

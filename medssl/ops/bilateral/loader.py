@@ -42,9 +42,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 CSRC = Path(__file__).with_name("csrc")
-CPU_SOURCES = ("bilateral_cpu.cpp",)
+CPU_SOURCES = ("bilateral_cpu.cpp", "nlm_cpu.cpp")
 CUDA_SOURCES = ("bilateral_cuda.cpp", "bilateral_cuda_kernel.cu")
-HEADERS = ("bilateral_common.h", "bilateral_host.h", "bilateral_cuda.h")
+HEADERS = ("bilateral_common.h", "bilateral_host.h", "bilateral_cuda.h", "cpu_exp.h")
 
 
 class KernelBuildError(RuntimeError):
