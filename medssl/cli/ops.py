@@ -15,7 +15,7 @@ ops_app = typer.Typer(help="Compiled kernels: show their status, build the CUDA 
 
 @ops_app.command("info")
 def info_cmd() -> None:
-    """Show which bilateral-filter kernels are loaded and what each device uses."""
+    """Show which kernels (bilateral filter, NLM stage) are loaded and what each device uses."""
     import torch
 
     from medssl.ops.bilateral import backend, dispatch_table, loader
@@ -36,6 +36,10 @@ def info_cmd() -> None:
     )
     for device, mode in dispatch_table().items():
         table.add_row(f"{device} tensors use", "compiled kernel" if mode == "op" else mode)
+    from medssl.denoise.filter2noise.nlm import kernel_available
+
+    nlm = "compiled kernel (CPU)" if kernel_available() else "torch loops (no compiled kernel)"
+    table.add_row("NLM stage uses", nlm + "; torch loops on GPUs")
     home = find_cuda_home()
     table.add_row("CUDA toolkit", str(home) if home else "not found (needed only to build)")
     table.add_row("CUDA kernel cache", str(loader.kernel_cache_dir("cuda")))
