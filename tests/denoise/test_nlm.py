@@ -176,3 +176,9 @@ def test_the_nlm_preset_in_3d_is_refused_by_name():
     with pytest.raises(InputError) as err:
         parse_settings(preset="nlm", mode="3d")
     assert str(err.value).startswith("preset nlm is 2D only"), str(err.value)
+
+
+def test_ops_info_says_which_implementation_the_nlm_stage_uses(medssl):
+    r = medssl("ops", "info")
+    assert r.code == 0, r.output
+    assert "NLM stage uses" in r.stdout and "compiled kernel (CPU)" in r.stdout, r.stdout
