@@ -527,6 +527,9 @@ def _digest(config: BaseModel, deidentify: DeidentifySpec | None) -> str:
     keys = getattr(config, "KEYS", None)  # a stage embedding a settings model: its own keys
     text = config.model_dump_json(include=set(keys) if keys else None)
     text += deidentify.dates if deidentify else ""
+    if isinstance(config, DenoiseStage):  # a preset whose model changed since: a new digest
+        revision = config.settings(deidentify).output_settings().get("preset_revision")
+        text += f"revision {revision}" if revision is not None else ""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

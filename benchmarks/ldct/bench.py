@@ -230,14 +230,15 @@ def _bm3d_oracle_psd(case: Case, seed: int) -> tuple[np.ndarray, dict]:
 # a method may return (image, extra row fields)
 Method = Callable[[Case, int], "np.ndarray | tuple[np.ndarray, dict]"]
 METHODS: dict[str, tuple[Method, bool]] = {
-    "medssl": (_f2n("medssl"), True),
+    # "medssl": the default until 2026-12-04 (its rows keep that meaning): the bilateral preset
+    "medssl": (_f2n("bilateral"), True),
     # the default before the noise model (pixel-pair noise level, no edge noise floor)
-    "medssl_v1": (_f2n("medssl", noise_estimate="pixel_pairs", edge_noise_floor=0.0), True),
+    "medssl_v1": (_f2n("bilateral", noise_estimate="pixel_pairs", edge_noise_floor=0.0), True),
     "published": (_f2n("published"), False),
     "global": (_f2n("global"), True),
     # medssl's settings with a non-local means last stage (patch distances)
     "nlm": (_f2n("nlm"), True),
-    "selfguided": (_f2n("medssl", guide_sigma=0.0), False),
+    "selfguided": (_f2n("bilateral", guide_sigma=0.0), False),
     "zsn2n": (_zsn2n, False),
     "bm3d_blind": (_bm3d_blind, False),
     "bm3d_oracle": (_bm3d_oracle, False),
@@ -327,7 +328,7 @@ def cmd_curve(args: argparse.Namespace) -> None:
             if (steps, case.name) in done:
                 continue
             row = {"steps": steps, "case": case.name, "size": case.size}
-            _record(CURVE, row, _f2n("medssl", steps=steps, scale_steps=False), case)
+            _record(CURVE, row, _f2n("bilateral", steps=steps, scale_steps=False), case)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -342,7 +343,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
             if (name, value, case.name) in done:
                 continue
             row = {"setting": name, "value": value, "case": case.name, "size": case.size}
-            _record(SWEEP, row, _f2n("medssl", **{name: value}), case)
+            _record(SWEEP, row, _f2n("bilateral", **{name: value}), case)
 
 
 def _timed_cli(cmd: list[str], repeats: int = 1) -> dict[str, object]:
@@ -471,7 +472,7 @@ def cmd_volume(args: argparse.Namespace) -> None:
         if (out_path.exists())
         else []
     )
-    configs = {"2d": preset("medssl"), "3d": preset("medssl").with_model(nd=3), "noisy": None}
+    configs = {"2d": preset("bilateral"), "3d": preset("bilateral").with_model(nd=3), "noisy": None}
     for mode in args.modes:
         cfg = configs[mode]
         for seed in SEEDS[: args.seeds] if cfg is not None else (0,):
@@ -935,7 +936,7 @@ def cmd_figure(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     case = load_cases(("quarter",), (args.case,))[0]
     vol = Volume(case.noisy[None].astype(np.float32), (1.0, case.pixel_mm, case.pixel_mm))
-    res = denoise_volume(vol, preset("medssl"), seed=0)
+    res = denoise_volume(vol, preset("bilateral"), seed=0)
     den = res.volume.array[0]
     maps = res.sigma_maps[0][0]  # stage 1, (3, H, W): sigma_y, sigma_x (pixels), sigma_r (HU)
     gauss = _gauss_oracle(case, 0)
@@ -1170,7 +1171,7 @@ def main() -> None:
     tim = sub.add_parser("timing")
     tim.add_argument("--repeats", type=int, default=3, help="Runs per slice (median reported).")
     tp = sub.add_parser("timing-presets")
-    tp.add_argument("--presets", nargs="+", default=["medssl", "nlm"])
+    tp.add_argument("--presets", nargs="+", default=["bilateral", "medssl"])
     tp.add_argument("--repeats", type=int, default=3, help="Rounds on the slice.")
     sub.add_parser("noise")
     vol = sub.add_parser("volume")

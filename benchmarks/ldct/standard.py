@@ -40,7 +40,7 @@ STANDARD_SCANS: dict[str, tuple[int, ...] | None] = {
     "neck_ct": None,
     "chest_ct": None,
 }
-PRESET = "medssl"
+PRESET = "bilateral"  # method "medssl": the default until 2026-12-04 (its rows keep that meaning)
 SEEDS = (0, 1, 2)
 TARGETS = {"noise_sd_reduction": 0.30, "nps_mean_frequency_shift": 0.15, "edge_width_growth": 0.10}
 

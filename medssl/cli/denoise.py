@@ -84,8 +84,9 @@ def denoise(
     preset_name: str = typer.Option(
         DEFAULTS.preset,
         "--preset",
-        help="Settings: medssl (default), published, global, nlm (a non-local means last "
-        "stage; 2D only).",
+        help="Settings: medssl (default; a non-local means last stage in 2D, bilateral in "
+        "3D), bilateral (the default before 2026-12-04), published, global, nlm (the "
+        "non-local means stage asked for explicitly; 2D only).",
     ),
     steps: int | None = typer.Option(
         DEFAULTS.steps,

@@ -81,8 +81,13 @@ def roi_identity(spec: str) -> str:
 
 #: The presets of :func:`medssl.denoise.filter2noise.preset` (kept here so that validating
 #: settings needs no torch; a test checks the two agree).
-PRESET_NAMES = ("medssl", "published", "global", "nlm")
-PresetName = Literal["medssl", "published", "global", "nlm"]
+PRESET_NAMES = ("medssl", "bilateral", "published", "global", "nlm")
+PresetName = Literal["medssl", "bilateral", "published", "global", "nlm"]
+
+#: Bumped when a preset's output changes for the same settings, so that batch records and
+#: derived UIDs made with the old model are not taken for the new one's (medssl in 2D: 2 = the
+#: non-local means last stage, 4 December 2026; before it the ``bilateral`` preset's model).
+PRESET_REVISIONS = {("medssl", "2d"): 2}
 
 #: The settings that change the denoised image: the derived UIDs and the job records use
 #: these (and the method's name), nothing else.
@@ -103,8 +108,10 @@ class DenoiseSettings(BaseModel):
     """Settings of a Filter2Noise run (frozen; the defaults are ``medssl denoise``'s).
 
     Attributes:
-        preset: ``medssl`` (default), ``published``, ``global`` or ``nlm`` (medssl's with a
-            non-local means last stage; 2D only).
+        preset: ``medssl`` (default: a non-local means last stage in 2D, bilateral in 3D),
+            ``bilateral`` (the default before 4 December 2026: bilateral in 2D as well),
+            ``published``, ``global`` or ``nlm`` (the non-local means last stage asked for
+            explicitly; 2D only).
         mode: ``2d`` (fit on a sample of slices, filter in-plane) or ``3d`` (sigma_z too).
         seed: Seed of the weights and the crops: same seed, same output.
         steps: Fitting steps (``None``: the preset's, scaled down for slices under 512²).
@@ -152,6 +159,9 @@ class DenoiseSettings(BaseModel):
         what the derived UIDs and the job records are made from. ``roi_factor`` counts only
         with a ``roi``; a mask file counts by its content (:func:`roi_identity`)."""
         values = {name: getattr(self, name) for name in OUTPUT_FIELDS}
+        revision = PRESET_REVISIONS.get((self.preset, self.mode))
+        if revision is not None:
+            values["preset_revision"] = revision
         if self.roi is None:
             values["roi_factor"] = None
         else:

@@ -182,3 +182,33 @@ def test_ops_info_says_which_implementation_the_nlm_stage_uses(medssl):
     r = medssl("ops", "info")
     assert r.code == 0, r.output
     assert "NLM stage uses" in r.stdout and "compiled kernel (CPU)" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "nd", "kinds"),
+    [
+        ("medssl", 2, ["bilateral", "nlm"]),  # the default: NLM last stage in 2D
+        ("medssl", 3, ["bilateral", "bilateral"]),  # ... and bilateral in 3D
+        ("bilateral", 2, ["bilateral", "bilateral"]),  # the default before 2026-12-04
+    ],
+)
+def test_the_default_resolves_its_last_stage_and_records_it(tmp_path, name, nd, kinds):
+    from medssl.denoise.filter2noise import load_denoiser
+
+    vol, _ = phantom(shape=(4, 32, 32))
+    cfg = preset(name).with_model(nd=nd).with_fit(steps=2, scale_steps=False, crop=16, batch=1)
+    if nd == 3:
+        cfg = cfg.with_fit(crop_depth=2)
+    den = fit_denoiser(vol, cfg, seed=0)
+    assert den.model.stage_kinds == kinds
+    # the saved settings name the filter built, not "auto": a later change of "auto" cannot
+    # rebuild a saved model differently
+    assert den.config.model.final_filter == kinds[-1]
+    assert load_denoiser(den.save(tmp_path / "m.pt")).model.stage_kinds == kinds
+
+
+def test_an_unknown_final_filter_is_refused():
+    from medssl.denoise.filter2noise.model import resolved_final_filter
+
+    with pytest.raises(ValueError, match="'auto', 'bilateral' or 'nlm'"):
+        resolved_final_filter(preset("medssl").with_model(final_filter="median").model)

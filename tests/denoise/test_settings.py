@@ -128,14 +128,28 @@ def test_the_job_record_round_trips_and_reads_version_1_records(tmp_path):
 def test_the_pipeline_stage_embeds_the_settings_and_keeps_its_record_digest():
     """The stage's keys are the settings' batch keys plus ``shard``; its ``pipeline.json``
     digest is made from the same text as before it embedded the settings model (a pipeline
-    finished before does not start its denoise stage afresh), and the settings it hands on
-    have the digest of the same options given to ``medssl denoise --batch``."""
+    finished before does not start its denoise stage afresh) unless its preset's model changed
+    since (medssl in 2D: the NLM last stage, revision 2), and the settings it hands on have the
+    digest of the same options given to ``medssl denoise --batch``."""
     from medssl.pipeline import DeidentifySpec, DenoiseStage, _digest
 
+    def text(preset: str, mode: str) -> str:
+        return (
+            f'{{"preset":"{preset}","mode":"{mode}","seed":0,"steps":10,"format":"dicom",'
+            '"threads":1,"device":"cpu","shard":null}'
+        )
+
+    def sha(t: str) -> str:
+        return hashlib.sha256(t.encode()).hexdigest()[:16]
+
+    for preset, mode in (("medssl", "3d"), ("published", "2d"), ("nlm", "2d")):
+        stage = DenoiseStage(preset=preset, mode=mode, steps=10, threads=1)
+        assert _digest(stage, None) == sha(text(preset, mode)), (preset, mode)
     stage = DenoiseStage(steps=10, threads=1)
-    before = '{"preset":"medssl","mode":"2d","seed":0,"steps":10,"format":"dicom","threads":1,'
-    before += '"device":"cpu","shard":null}'
-    assert _digest(stage, None) == hashlib.sha256(before.encode()).hexdigest()[:16]
+    assert _digest(stage, None) == sha(text("medssl", "2d") + "revision 2")
+    old = parse_settings(preset="bilateral").output_settings()
+    assert "preset_revision" not in old
+    assert parse_settings().output_settings()["preset_revision"] == 2
     cli = parse_settings(steps=10, threads=1, deidentify="remove")
     assert stage.settings(DeidentifySpec(dates="remove")).digest() == cli.digest()
     with pytest.raises(ValidationError, match="strength: not a key of the denoise stage"):

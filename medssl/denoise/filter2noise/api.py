@@ -27,7 +27,12 @@ from medssl.denoise.filter2noise.config import F2NConfig, preset
 from medssl.denoise.filter2noise.fit import FitReport, estimate_noise_std, fit_model
 from medssl.denoise.filter2noise.intensity import AIR_HU, HU_PER_UNIT, hu_to_net, net_to_hu
 from medssl.denoise.filter2noise.loss import dog_kernel
-from medssl.denoise.filter2noise.model import Filter2Noise, SigmaEdit, build_model
+from medssl.denoise.filter2noise.model import (
+    Filter2Noise,
+    SigmaEdit,
+    build_model,
+    resolved_final_filter,
+)
 from medssl.denoise.filter2noise.predictors import coord_grid
 from medssl.denoise.filter2noise.sampling import decorrelated_views, pad_to_even, whitening_gain
 from medssl.denoise.noise_model import NoiseModel, estimate_noise_model, fbp_low_band_sd
@@ -238,6 +243,8 @@ def fit_denoiser(
     if cfg.model.nd == 3 and volume.shape[0] < 2:
         cfg = cfg.with_model(nd=2)
     cfg = cfg.with_fit(steps=cfg.steps_for(*volume.shape[1:]), scale_steps=False)
+    # the saved model records the filter it was built with, not "auto"
+    cfg = cfg.with_model(final_filter=resolved_final_filter(cfg.model))
     if cfg.model.nd == 3:
         cfg = cfg.with_model(sigma_max_z=z_bound(cfg, volume.spacing))
     torch.manual_seed(seed)

@@ -2,14 +2,19 @@
 
 * ``medssl`` (default): per-pixel sigma maps from :class:`LocalSigmaPredictor` (local context +
   position), bounded sigmas with a static radius, HU-fixed intensities, the range sigma
-  initialised from the image's noise estimate, training on random crops;
+  initialised from the image's noise estimate, training on random crops; in 2D its last stage
+  is non-local means (``final_filter = "auto"``), in 3D a bilateral filter;
+* ``bilateral``: the default before 4 December 2026: ``medssl`` with a bilateral last stage in
+  2D as well (``final_filter = "bilateral"``);
 * ``published``: every published choice (2 stages, patch-token attention, softplus capped at
   6, nearest upsampling, radius from the largest sigma, DoG 7x7 with sigmas 9 and 10,
   lambda 400, AdamW lr 1e-3 wd 0.01, OneCycle over 500 full-image steps, per-image min-max
   intensities);
-* ``global``: medssl's settings with one sigma triple per stage (the ablation);
-* ``nlm``: medssl's settings with a non-local means last stage (``final_filter = "nlm"``:
-  range weights from patch differences; 2D only).
+* ``global``: medssl's settings with one sigma triple per stage and bilateral stages (the
+  ablation);
+* ``nlm``: medssl's settings with a non-local means last stage asked for explicitly
+  (``final_filter = "nlm"``: range weights from patch differences; 2D only, refused in 3D).
+  In 2D it is the default's model.
 """
 
 from __future__ import annotations
@@ -53,11 +58,12 @@ class ModelConfig:
             bilateral filter (0: the published self-guided filter). Measured in
             ``benchmarks/ldct``: +1.17 dB mean PSNR at quarter dose over the self-guided
             filter with the other settings unchanged.
-        final_filter: The last stage's filter: ``"bilateral"`` (the published cascade) or
+        final_filter: The last stage's filter: ``"bilateral"`` (the published cascade),
             ``"nlm"``: non-local means with per-pixel maps
             (:class:`~medssl.denoise.filter2noise.model.NLMStage`: its range weights compare
-            Gaussian-weighted patches, not pixels; 2D only). See ``benchmarks/ldct``, "A
-            non-local means last stage".
+            Gaussian-weighted patches, not pixels; 2D only), or ``"auto"``: ``"nlm"`` in 2D,
+            ``"bilateral"`` in 3D (a fit records the one it used). See ``benchmarks/ldct``,
+            "A non-local means last stage".
         nlm_radius: The NLM stage's window half-width (pixels).
         nlm_patch_sigma: The NLM stage's patch weight (Gaussian sigma, pixels).
     """
@@ -220,7 +226,8 @@ class F2NConfig:
 
 
 PRESETS: dict[str, F2NConfig] = {
-    "medssl": F2NConfig(),
+    "medssl": F2NConfig(ModelConfig(final_filter="auto")),
+    "bilateral": F2NConfig(ModelConfig(final_filter="bilateral"), FitConfig(), "bilateral"),
     "published": F2NConfig(
         ModelConfig(
             predictor="patch_attention",
@@ -250,7 +257,7 @@ PRESETS: dict[str, F2NConfig] = {
 
 
 def preset(name: str) -> F2NConfig:
-    """A named preset (``medssl``, ``published``, ``global``, ``nlm``)."""
+    """A named preset (``medssl``, ``bilateral``, ``published``, ``global``, ``nlm``)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -33,7 +33,14 @@ from medssl.denoise.filter2noise.predictors import (
 )
 from medssl.ops import bilateral_filter, joint_bilateral_filter, radius_for_sigma
 
-__all__ = ["AGBFStage", "Filter2Noise", "NLMStage", "SigmaEdit", "build_model"]
+__all__ = [
+    "AGBFStage",
+    "Filter2Noise",
+    "NLMStage",
+    "SigmaEdit",
+    "build_model",
+    "resolved_final_filter",
+]
 
 
 @dataclass
@@ -285,15 +292,26 @@ class Filter2Noise(nn.Module):
         return x, maps
 
 
+def resolved_final_filter(cfg: ModelConfig) -> str:
+    """The last stage's filter that ``cfg`` builds: ``"auto"`` is ``"nlm"`` in 2D and
+    ``"bilateral"`` in 3D (the NLM stage is 2D only)."""
+    if cfg.final_filter not in ("auto", "bilateral", "nlm"):
+        raise ValueError(
+            f"final_filter must be 'auto', 'bilateral' or 'nlm', got {cfg.final_filter!r}"
+        )
+    if cfg.final_filter == "auto":
+        return "nlm" if cfg.nd == 2 else "bilateral"
+    return cfg.final_filter
+
+
 def build_model(cfg: ModelConfig) -> Filter2Noise:
     """Build a :class:`Filter2Noise` from a :class:`ModelConfig` (weights from the current
     torch seed)."""
     nd = cfg.nd
     sigma_max = (cfg.sigma_max_z, cfg.sigma_max, cfg.sigma_max) if nd == 3 else (cfg.sigma_max,) * 2
     range_max = cfg.range_max_hu / HU_PER_UNIT if cfg.intensity == "hu" else 1.0
-    if cfg.final_filter not in ("bilateral", "nlm"):
-        raise ValueError(f"final_filter must be 'bilateral' or 'nlm', got {cfg.final_filter!r}")
-    if cfg.final_filter == "nlm" and nd != 2:
+    final = resolved_final_filter(cfg)
+    if final == "nlm" and nd != 2:
         raise ValueError("the NLM last stage (final_filter='nlm') is 2D only: use mode 2d")
     stages: list[AGBFStage] = []
     for k in range(cfg.stages):
@@ -307,7 +325,7 @@ def build_model(cfg: ModelConfig) -> Filter2Noise:
             pred = GlobalSigmaPredictor(nd)
         else:
             raise ValueError(f"unknown predictor {cfg.predictor!r}")
-        if cfg.final_filter == "nlm" and k == cfg.stages - 1:
+        if final == "nlm" and k == cfg.stages - 1:
             stages.append(
                 NLMStage(
                     pred,
