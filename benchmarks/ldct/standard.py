@@ -327,7 +327,8 @@ def add_standard_commands(sub: argparse._SubParsersAction) -> None:
         "--method",
         default="medssl",
         choices=METHODS,
-        help="medssl (the default preset), medssl_sure (objective sure), nlm (the nlm preset) "
+        help="medssl (the bilateral preset: the default until 2026-12-04), medssl_sure (objective "
+        "sure), nlm (the nlm preset: the default in 2D since) "
         "or bm3d_psd.",
     )
     std.add_argument("--out", type=Path, default=STANDARD_FILE, help="One file per method.")
