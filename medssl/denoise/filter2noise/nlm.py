@@ -121,7 +121,7 @@ def _weight(dist: Tensor, inv_h: Tensor, inv_y: Tensor, inv_x: Tensor, dy: int, 
 
 class _NonLocalMeans(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: torch.autograd.function.FunctionCtx,
         padded: Tensor,
         inv_h: Tensor,
@@ -157,17 +157,13 @@ class _NonLocalMeans(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: Tensor
     ) -> tuple[Tensor | None, ...]:
         radius, patch_sigma = ctx.radius, ctx.patch_sigma  # type: ignore[attr-defined]
         if ctx.kernel:  # type: ignore[attr-defined]
-            grads = torch.ops.medssl.nlm_backward(
-                grad,
-                *ctx.saved_tensors,
-                radius,
-                _taps(patch_sigma),  # type: ignore[attr-defined]
-            )
+            saved = ctx.saved_tensors  # type: ignore[attr-defined]
+            grads = torch.ops.medssl.nlm_backward(grad, *saved, radius, _taps(patch_sigma))
             return (*grads, None, None, None)
         padded, inv_h, inv_y, inv_x, out, den = ctx.saved_tensors  # type: ignore[attr-defined]
         height, width = inv_h.shape[-2:]
@@ -234,7 +230,11 @@ def nonlocal_means(
     inv_h = (0.5 / h.clamp_min(1e-6).square()).expand(shape).contiguous()
     inv_y = (0.5 / spatial[0].clamp_min(1e-3).square()).expand(shape).contiguous()
     inv_x = (0.5 / spatial[1].clamp_min(1e-3).square()).expand(shape).contiguous()
-    usable = kernel_available(x.device) and x.dtype in (torch.float32, torch.float64)
+    usable = (
+        kernel_available(x.device)
+        and x.dtype in (torch.float32, torch.float64)
+        and inv_h.dtype == inv_y.dtype == inv_x.dtype == x.dtype
+    )
     if kernel and not usable:
         raise RuntimeError(
             f"the compiled NLM kernel does not serve {x.dtype} on {x.device} "
