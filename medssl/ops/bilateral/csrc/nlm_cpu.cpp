@@ -52,13 +52,27 @@ struct Nlm {
   }
 };
 
+// Horizontal blur with zero borders: h[j] = sum_t taps[t] * e[j + t], e a W + 2k buffer that
+// holds the row at e + k and zeros at both ends.
+template <typename T>
+MEDSSL_INLINE void horizontal_blur(const Nlm<T>& a, const T* __restrict__ e, T* __restrict__ h) {
+  const int64_t W = a.W;
+  const T* taps = a.taps.data();
+  const T t0 = taps[0];
+  for (int64_t j = 0; j < W; ++j) h[j] = t0 * e[j];
+  for (int64_t t = 1; t <= 2 * a.k; ++t) {
+    const T tt = taps[t];
+    const T* __restrict__ et = e + t;
+    for (int64_t j = 0; j < W; ++j) h[j] += tt * et[j];
+  }
+}
+
 // Horizontally blurred squared differences x(p) - x(p + d) of image rows [first, first + n)
 // into hb (n rows of W; rows outside the image are 0). e: a W + 2k buffer, zero at both ends.
 template <typename T>
 MEDSSL_INLINE void blurred_sq_diff_rows(const Nlm<T>& a, const T* P, int64_t first, int64_t n,
                                         int64_t dy, int64_t dx, T* e, T* hb) {
   const int64_t W = a.W, k = a.k, Wp = a.Wp, r = a.r;
-  const T* taps = a.taps.data();
   for (int64_t hi = 0; hi < n; ++hi) {
     const int64_t i = first + hi;
     T* __restrict__ h = hb + hi * W;
@@ -73,13 +87,7 @@ MEDSSL_INLINE void blurred_sq_diff_rows(const Nlm<T>& a, const T* P, int64_t fir
       const T v = xc[j] - xs[j];
       em[j] = v * v;
     }
-    const T t0 = taps[0];
-    for (int64_t j = 0; j < W; ++j) h[j] = t0 * e[j];
-    for (int64_t t = 1; t <= 2 * k; ++t) {
-      const T tt = taps[t];
-      const T* __restrict__ et = e + t;
-      for (int64_t j = 0; j < W; ++j) h[j] += tt * et[j];
-    }
+    horizontal_blur(a, e, h);
   }
 }
 
@@ -229,17 +237,9 @@ MEDSSL_INLINE void backward_tile_impl(const Nlm<T>& a, int64_t task, const T* gr
         }
       }
       // through the patch distance: dL/d(diff) = -2 diff * blur(dL/dlogw * inv_h)
-      const T* taps = a.taps.data();
       for (int64_t li = 0; li < nh; ++li) {
-        T* em = e + k;
-        std::memcpy(em, L + li * W, W * sizeof(T));
-        T* __restrict__ h = hl + li * W;
-        for (int64_t j = 0; j < W; ++j) h[j] = taps[0] * e[j];
-        for (int64_t t = 1; t <= 2 * k; ++t) {
-          const T tt = taps[t];
-          const T* __restrict__ et = e + t;
-          for (int64_t j = 0; j < W; ++j) h[j] += tt * et[j];
-        }
+        std::memcpy(e + k, L + li * W, W * sizeof(T));
+        horizontal_blur(a, e, hl + li * W);
       }
       for (int64_t i = y0; i < y1; ++i) {
         vertical_blur(a, hl + (i - y0) * W, row);
