@@ -163,6 +163,47 @@ def run_dir(method: str) -> Path:
     return WORK / f"ptft_{method}"
 
 
+#: the pretrained networks of the experiment: digests (:func:`weights_digest`) of each
+#: method's checkpoint_final.pt; every fine-tuning seed of an arm must use the same one
+PINNED = HERE / "checkpoints.json"
+
+
+def weights_digest(checkpoint: Path) -> str:
+    """The first 16 hex digits of a SHA-256 over a pretraining checkpoint's network weights
+    (names and bytes, in name order): equal digests mean the same pretrained network, whatever
+    else the file holds (optimiser state, step times)."""
+    import hashlib
+
+    from medssl.ssl.engine import load_checkpoint
+
+    state = load_checkpoint(checkpoint)["model"]
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_pinned(arm: str, accept_new: bool = False) -> str:
+    """The digest of ``arm``'s checkpoint, after checking it against ``checkpoints.json``:
+    exits with what to do when they differ, unless ``accept_new`` (then the new digest is
+    pinned; the rows record which network each run used)."""
+    digest = weights_digest(_checkpoint(arm))
+    pins = json.loads(PINNED.read_text()) if PINNED.is_file() else {}
+    if arm in pins and pins[arm] != digest and not accept_new:
+        sys.exit(
+            f"{run_dir(arm) / 'checkpoint_final.pt'}: its weights (digest {digest}) are not "
+            f"the pretrained network the experiment's latest seeds used ({pins[arm]}, "
+            f"{PINNED.name}). Re-create that network as RESULTS.md says (the commit to "
+            "pretrain with), or pass --accept-new-weights to continue with this one and say "
+            "so in RESULTS.md: one arm then holds runs from two pretrained networks"
+        )
+    if pins.get(arm) != digest:
+        pins[arm] = digest
+        PINNED.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
+    return digest
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     """One method's pretraining on the pool (resumes a stopped run)."""
     run = run_dir(args.method)
@@ -178,8 +219,11 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0:
         sys.exit(proc.returncode)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
     row = {"method": args.method, "wall_s": round(time.perf_counter() - t, 1),
-           "date": time.strftime("%Y-%m-%d"),
+           "date": time.strftime("%Y-%m-%d"), "commit": commit or None,
+           "weights": weights_digest(_checkpoint(args.method)),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores"}  # fmt: skip
     with (HERE / "pretrain.jsonl").open("a") as f:
         f.write(json.dumps(row) + "\n")
@@ -301,7 +345,9 @@ def cmd_probe(args: argparse.Namespace) -> None:
                 print(json.dumps(row), flush=True)
 
 
-def _finetune(arm: str, budget: int, seed: int, threads: int | None = None) -> dict:
+def _finetune(
+    arm: str, budget: int, seed: int, threads: int | None = None, accept_new: bool = False
+) -> dict:
     info = _info()
     train, test = _slices(info, seed, budget)
     work = WORK / f"ptft_ft_{arm}_b{budget}_s{seed}_e{FT_EPOCHS}"
@@ -314,7 +360,8 @@ def _finetune(arm: str, budget: int, seed: int, threads: int | None = None) -> d
         "".join(f"{DATA / 'labels' / (c + '_label.nii.gz')}\n" for c in cases)
     )
     (work / "splits.json").write_text(json.dumps([{"train": train, "val": test}]))
-    ckpt = _checkpoint("s3d" if arm == "scratch" else arm)
+    ckpt = _checkpoint("s3d" if arm == "scratch" else arm)  # scratch: the architecture only
+    weights = None if arm == "scratch" else _check_pinned(arm, accept_new)
     cmd = [*MEDSSL, "finetune", "-d", str(work / "images.txt"), "-l", str(work / "labels.txt")]
     cmd += [
         "-o",
@@ -338,6 +385,7 @@ def _finetune(arm: str, budget: int, seed: int, threads: int | None = None) -> d
         sys.exit(f"{arm} budget {budget} seed {seed} failed:\n{proc.stderr[-3000:]}")
     dice = json.loads((work / "run" / "dice.json").read_text())["validation"]["mean"]
     return {"arm": arm, "budget": budget, "seed": seed, "dice": round(dice["mean"], 4),
+            "pretrained_weights": weights,
             "per_class": {k: round(v, 4) for k, v in dice.items() if k != "mean"},
             "epochs": FT_EPOCHS, "iterations": FT_ITERS, "threads": threads,
             "wall_s": round(time.perf_counter() - t, 1), "date": time.strftime("%Y-%m-%d"),
@@ -354,7 +402,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         for seed in args.seeds:
             for arm in args.arms:
                 if (arm, budget, seed) not in done:
-                    row = _finetune(arm, budget, seed, args.threads)
+                    row = _finetune(arm, budget, seed, args.threads, args.accept_new_weights)
                     with FINETUNE.open("a") as f:
                         f.write(json.dumps(row) + "\n")
                     print(json.dumps(row), flush=True)
@@ -416,6 +464,9 @@ def main() -> None:
     ft.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS))
     ft.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     ft.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    ft.add_argument("--accept-new-weights", action="store_true",
+                    help="continue with pretrained networks other than the pinned ones "
+                         "(checkpoints.json; RESULTS.md must say so)")  # fmt: skip
     sub.add_parser("report")
     args = ap.parse_args()
     commands = {"prepare": cmd_prepare, "pretrain": cmd_pretrain, "probe": cmd_probe,
