@@ -449,6 +449,29 @@ def cmd_report(_: argparse.Namespace) -> None:
                     diff = f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}] (n={n})"
                 print(f"| {arm if arm != 'scratch' or base == 'scratch' else base} | {budget} | "
                       f"{cells} | {np.mean(list(vals.values())):.3f} | {diff} |")  # fmt: skip
+        if base == "scratch":
+            _by_pretraining(rows)
+
+
+def _by_pretraining(rows: list[dict]) -> None:
+    """For reading only (amendment 2): each pretrained arm's paired differences to scratch
+    split by the pretrained network the runs used (rows without a digest: the first
+    pretraining, whose networks are lost)."""
+    by = {(r["arm"], r["budget"], r["seed"]): r for r in rows}
+    print("\n| arm | budget | pretrained network | seeds | paired diff. to scratch per seed |")
+    print("|---|---|---|---|---|")
+    for budget in BUDGETS:
+        for arm in ARMS[1:]:
+            groups: dict[str, list[tuple[int, float]]] = {}
+            for s in SEEDS:
+                if (arm, budget, s) in by and ("scratch", budget, s) in by:
+                    net = by[arm, budget, s].get("pretrained_weights") or "first (lost)"
+                    d = by[arm, budget, s]["dice"] - by["scratch", budget, s]["dice"]
+                    groups.setdefault(net, []).append((s, d))
+            for net, ds in groups.items():
+                seeds = ", ".join(str(s) for s, _ in ds)
+                cells = " / ".join(f"{d:+.3f}" for _, d in ds)
+                print(f"| {arm} | {budget} | {net} | {seeds} | {cells} |")
 
 
 def main() -> None:
