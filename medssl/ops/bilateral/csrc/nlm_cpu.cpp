@@ -52,18 +52,20 @@ struct Nlm {
   }
 };
 
-// Horizontal blur with zero borders: h[j] = sum_t taps[t] * e[j + t], e a W + 2k buffer that
-// holds the row at e + k and zeros at both ends.
+// The patch blur along one axis: out[j] = sum_t taps[t] * src[t * stride + j], t = 0 .. 2k.
+// Horizontal (stride 1): src a W + 2k buffer holding the row at src + k, zeros at both ends.
+// Vertical (stride W): src the first of 2k + 1 consecutive rows of W.
 template <typename T>
-MEDSSL_INLINE void horizontal_blur(const Nlm<T>& a, const T* __restrict__ e, T* __restrict__ h) {
+MEDSSL_INLINE void blur_taps(const Nlm<T>& a, const T* __restrict__ src, int64_t stride,
+                             T* __restrict__ out) {
   const int64_t W = a.W;
   const T* taps = a.taps.data();
   const T t0 = taps[0];
-  for (int64_t j = 0; j < W; ++j) h[j] = t0 * e[j];
+  for (int64_t j = 0; j < W; ++j) out[j] = t0 * src[j];
   for (int64_t t = 1; t <= 2 * a.k; ++t) {
     const T tt = taps[t];
-    const T* __restrict__ et = e + t;
-    for (int64_t j = 0; j < W; ++j) h[j] += tt * et[j];
+    const T* __restrict__ s = src + t * stride;
+    for (int64_t j = 0; j < W; ++j) out[j] += tt * s[j];
   }
 }
 
@@ -87,21 +89,7 @@ MEDSSL_INLINE void blurred_sq_diff_rows(const Nlm<T>& a, const T* P, int64_t fir
       const T v = xc[j] - xs[j];
       em[j] = v * v;
     }
-    horizontal_blur(a, e, h);
-  }
-}
-
-// Vertical blur: out[j] = sum_t taps[t] * rows[t][j], rows = src + t * W.
-template <typename T>
-MEDSSL_INLINE void vertical_blur(const Nlm<T>& a, const T* __restrict__ src, T* __restrict__ out) {
-  const int64_t W = a.W;
-  const T* taps = a.taps.data();
-  const T t0 = taps[0];
-  for (int64_t j = 0; j < W; ++j) out[j] = t0 * src[j];
-  for (int64_t t = 1; t <= 2 * a.k; ++t) {
-    const T tt = taps[t];
-    const T* s = src + t * W;
-    for (int64_t j = 0; j < W; ++j) out[j] += tt * s[j];
+    blur_taps(a, e, 1, h);
   }
 }
 
@@ -131,7 +119,7 @@ MEDSSL_INLINE void forward_tile_impl(const Nlm<T>& a, int64_t task, T* out, T* d
       const T wy = static_cast<T>(dy * dy), wx = static_cast<T>(dx * dx);
       for (int64_t i = y0; i < y1; ++i) {
         T* dist = a.dist ? a.dist_row(b, od, i) : row;
-        vertical_blur(a, hb + (i - y0) * W, dist);
+        blur_taps(a, hb + (i - y0) * W, a.W, dist);
         const T* __restrict__ xs = P + (i + r + dy) * Wp + r + dx;
         const T* __restrict__ ih = a.inv_h + off + i * W;
         const T* __restrict__ iy = a.inv_y + off + i * W;
@@ -207,7 +195,7 @@ MEDSSL_INLINE void backward_tile_impl(const Nlm<T>& a, int64_t task, const T* gr
         if (a.dist)
           dist = a.dist_row(b, od, i);
         else
-          vertical_blur(a, hb + li * W, row);
+          blur_taps(a, hb + li * W, a.W, row);
         const T* __restrict__ xs = P + (i + r + dy) * Wp + r + dx;
         const T* __restrict__ ih = a.inv_h + off + i * W;
         const T* __restrict__ iy = a.inv_y + off + i * W;
@@ -239,10 +227,10 @@ MEDSSL_INLINE void backward_tile_impl(const Nlm<T>& a, int64_t task, const T* gr
       // through the patch distance: dL/d(diff) = -2 diff * blur(dL/dlogw * inv_h)
       for (int64_t li = 0; li < nh; ++li) {
         std::memcpy(e + k, L + li * W, W * sizeof(T));
-        horizontal_blur(a, e, hl + li * W);
+        blur_taps(a, e, 1, hl + li * W);
       }
       for (int64_t i = y0; i < y1; ++i) {
-        vertical_blur(a, hl + (i - y0) * W, row);
+        blur_taps(a, hl + (i - y0) * W, a.W, row);
         const T* __restrict__ xc = P + (i + r) * Wp + r;
         const T* __restrict__ xs = P + (i + r + dy) * Wp + r + dx;
         T* __restrict__ gdiff = row;
