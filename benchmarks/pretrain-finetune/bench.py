@@ -348,6 +348,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
 def _finetune(
     arm: str, budget: int, seed: int, threads: int | None = None, accept_new: bool = False
 ) -> dict:
+    ckpt = _checkpoint("s3d" if arm == "scratch" else arm)  # scratch: the architecture only
+    weights = None if arm == "scratch" else _check_pinned(arm, accept_new)  # before any write
     info = _info()
     train, test = _slices(info, seed, budget)
     work = WORK / f"ptft_ft_{arm}_b{budget}_s{seed}_e{FT_EPOCHS}"
@@ -360,8 +362,6 @@ def _finetune(
         "".join(f"{DATA / 'labels' / (c + '_label.nii.gz')}\n" for c in cases)
     )
     (work / "splits.json").write_text(json.dumps([{"train": train, "val": test}]))
-    ckpt = _checkpoint("s3d" if arm == "scratch" else arm)  # scratch: the architecture only
-    weights = None if arm == "scratch" else _check_pinned(arm, accept_new)
     cmd = [*MEDSSL, "finetune", "-d", str(work / "images.txt"), "-l", str(work / "labels.txt")]
     cmd += [
         "-o",
