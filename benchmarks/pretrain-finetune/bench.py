@@ -9,6 +9,7 @@ are in RESULTS.md, committed before any run.
     .venv/bin/python benchmarks/pretrain-finetune/bench.py probe        # the screen -> probe.jsonl
     .venv/bin/python benchmarks/pretrain-finetune/bench.py finetune     # every arm x budget x seed
     .venv/bin/python benchmarks/pretrain-finetune/bench.py report       # the tables of RESULTS.md
+    .venv/bin/python benchmarks/pretrain-finetune/bench.py figure       # figure.png
 
 Task: 2D axial slices of brain MR; 9 classes: background and the frontal, parietal, temporal
 and occipital lobes of each hemisphere, from the AAL atlas (regions grouped by their names,
@@ -474,6 +475,93 @@ def _by_pretraining(rows: list[dict]) -> None:
                 print(f"| {arm} | {budget} | {net} | {seeds} | {cells} |")
 
 
+def _prediction(arm: str, budget: int, seed: int, case: str) -> np.ndarray | None:
+    """The fine-tuned network's prediction for a test slice (nnU-Net's validation output in
+    the run's folder), or None when that run's folder is not in the cache."""
+    import SimpleITK as sitk
+
+    work = WORK / f"ptft_ft_{arm}_b{budget}_s{seed}_e{FT_EPOCHS}" / "run" / "nnUNet_results"
+    found = sorted(work.glob(f"*/*/fold_0/validation/{case}.nii.gz"))
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(found[0])))[0] if found else None
+
+
+def cmd_figure(args: argparse.Namespace) -> None:
+    """figure.png: Dice per seed (paired), the paired differences with their 95 % intervals,
+    and one test slice as each arm's fine-tuned network labels it (one seed, 2 slices)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    rows = [json.loads(line) for line in FINETUNE.open()]
+    by = {(r["arm"], r["budget"], r["seed"]): r["dice"] for r in rows}
+    info = _info()
+    case = args.case or info["test"][len(info["test"]) // 2]
+    seed = args.seed
+    if seed is None:  # the last seed whose four runs (2 slices) are all in the cache
+        have = [s for s in SEEDS if all(_prediction(a, 2, s, case) is not None for a in ARMS)]
+        if not have:
+            sys.exit(f"no seed has all four 2-slice runs in {WORK}: run bench.py finetune")
+        seed = have[-1]
+    fig = plt.figure(figsize=(15, 9))
+    grid = fig.add_gridspec(2, 6, height_ratios=(1, 1.2))
+    ax = fig.add_subplot(grid[0, :3])
+    for budget, style in zip(BUDGETS, ("-o", "--s"), strict=True):
+        for s in SEEDS:
+            xs = [i for i, a in enumerate(ARMS) if (a, budget, s) in by]
+            if xs:
+                ax.plot(xs, [by[ARMS[i], budget, s] for i in xs], style, color=f"C{s}",
+                        alpha=0.8, label=f"seed {s}, {budget} slices")  # fmt: skip
+    ax.set_xticks(range(len(ARMS)), ARMS)
+    ax.set_ylabel("mean Dice, 8 lobes, 23 MNI152 slices")
+    ax.set_title("Dice per seed (lines join the paired runs of a seed)")
+    ax.legend(fontsize=7, ncol=2)
+    ax = fig.add_subplot(grid[0, 3:])
+    for k, budget in enumerate(BUDGETS):
+        for i, arm in enumerate(ARMS[1:]):
+            m, lo, hi, n = _paired(rows, arm, budget)
+            if n >= 2:
+                x = i + (k - 0.5) * 0.25
+                ax.errorbar(x, m, yerr=[[m - lo], [hi - m]], fmt="o", capsize=4, color=f"C{k}",
+                            label=f"{budget} slices" if i == 0 else None)  # fmt: skip
+                ax.annotate(f"n={n}", (x, hi), textcoords="offset points", xytext=(0, 4),
+                            ha="center", fontsize=7)  # fmt: skip
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylim(top=max(0.01, ax.get_ylim()[1] + 0.005))
+    ax.set_xticks(range(len(ARMS) - 1), ARMS[1:])
+    ax.set_ylabel("Dice(pretrained) - Dice(scratch)")
+    ax.set_title("paired difference to scratch, mean and 95 % t interval")
+    ax.legend(fontsize=8)
+    image, label = _read(case, "image"), _read(case, "label")
+    cmap = ListedColormap(["black", *[plt.get_cmap("tab10")(i) for i in range(8)]])
+    panels = [(image, "gray", f"{case} (test subject)"), (label, cmap, "reference (AAL lobes)")]
+    for arm in ARMS:
+        dice = by.get((arm, 2, seed))
+        title = f"{arm}, seed {seed}" + (f": Dice {dice:.3f}" if dice is not None else "")
+        panels.append((_prediction(arm, 2, seed, case), cmap, title))
+    for k, (img, cm, title) in enumerate(panels):
+        ax = fig.add_subplot(grid[1, k])
+        if img is None:
+            ax.text(0.5, 0.5, "run not in the cache", ha="center", transform=ax.transAxes)
+        else:
+            vmax = None if cm == "gray" else len(CLASSES) - 1
+            ax.imshow(img, cmap=cm, vmin=0 if vmax else None, vmax=vmax, origin="lower",
+                      interpolation="nearest")  # fmt: skip
+        if k == 1:
+            handles = [Patch(color=cmap(i), label=CLASSES[i]) for i in range(1, len(CLASSES))]
+            ax.legend(handles=handles, fontsize=6, loc="upper center", ncol=4,
+                      bbox_to_anchor=(0.5, 0.0), frameon=False)  # fmt: skip
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.suptitle("Pretraining then nnU-Net fine-tuning with 2 or 5 labelled slices "
+                 "(benchmarks/pretrain-finetune)")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(HERE / "figure.png", dpi=72)
+    print("wrote", HERE / "figure.png", f"(slice {case}, seed {seed})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -491,9 +579,17 @@ def main() -> None:
                     help="continue with pretrained networks other than the pinned ones "
                          "(checkpoints.json; RESULTS.md must say so)")  # fmt: skip
     sub.add_parser("report")
+    fig = sub.add_parser("figure")
+    fig.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="the seed whose predictions to show (default: the last complete one)",
+    )
+    fig.add_argument("--case", default=None, help="the test slice (default: the middle one)")
     args = ap.parse_args()
     commands = {"prepare": cmd_prepare, "pretrain": cmd_pretrain, "probe": cmd_probe,
-                "finetune": cmd_finetune, "report": cmd_report}  # fmt: skip
+                "finetune": cmd_finetune, "report": cmd_report, "figure": cmd_figure}  # fmt: skip
     commands[args.cmd](args)
 
 
