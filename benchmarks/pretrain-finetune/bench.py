@@ -10,6 +10,8 @@ are in RESULTS.md, committed before any run.
     .venv/bin/python benchmarks/pretrain-finetune/bench.py finetune     # every arm x budget x seed
     .venv/bin/python benchmarks/pretrain-finetune/bench.py report       # the tables of RESULTS.md
     .venv/bin/python benchmarks/pretrain-finetune/bench.py figure       # figure.png
+    .venv/bin/python benchmarks/pretrain-finetune/bench.py explore --recipe scratch --arms s3d
+        # exploratory (explore.jsonl): an arm fine-tuned with the other arm's lr / deep supervision
 
 Task: 2D axial slices of brain MR; 9 classes: background and the frontal, parietal, temporal
 and occipital lobes of each hemisphere, from the AAL atlas (regions grouped by their names,
@@ -235,6 +237,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 FT_EPOCHS, FT_ITERS, FT_VAL_ITERS = 40, 25, 5
 PROBE = HERE / "probe.jsonl"
 FINETUNE = HERE / "finetune.jsonl"
+EXPLORE = HERE / "explore.jsonl"  # exploratory runs (recipes swapped), not the experiment
 
 
 def _slices(info: dict, seed: int, budget: int) -> tuple[list[str], list[str]]:
@@ -347,13 +350,23 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 
 def _finetune(
-    arm: str, budget: int, seed: int, threads: int | None = None, accept_new: bool = False
+    arm: str,
+    budget: int,
+    seed: int,
+    threads: int | None = None,
+    accept_new: bool = False,
+    recipe: str | None = None,
 ) -> dict:
+    """One fine-tuning run; ``recipe`` (exploratory runs only) swaps the arm's fine-tuning
+    recipe: ``scratch`` = peak lr 1e-2 with deep supervision, ``pretrained`` = 1e-3 without
+    (``None``: each arm its own, as the protocol)."""
     ckpt = _checkpoint("s3d" if arm == "scratch" else arm)  # scratch: the architecture only
     weights = None if arm == "scratch" else _check_pinned(arm, accept_new)  # before any write
     info = _info()
     train, test = _slices(info, seed, budget)
     work = WORK / f"ptft_ft_{arm}_b{budget}_s{seed}_e{FT_EPOCHS}"
+    if recipe:
+        work = work.with_name(f"{work.name}_{recipe}recipe")
     work.mkdir(parents=True, exist_ok=True)
     cases = [*train, *test]
     (work / "images.txt").write_text(
@@ -377,6 +390,9 @@ def _finetune(
     cmd += ["--seed", str(seed), "--device", "cpu", "--label-names", ",".join(CLASSES)]
     if arm == "scratch":
         cmd.append("--scratch")
+    if recipe:
+        cmd += {"scratch": ["--lr", "1e-2", "--deep-supervision"],
+                "pretrained": ["--lr", "1e-3", "--no-deep-supervision"]}[recipe]  # fmt: skip
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)  # torch's intra-op threads in nnU-Net's process
@@ -386,7 +402,7 @@ def _finetune(
         sys.exit(f"{arm} budget {budget} seed {seed} failed:\n{proc.stderr[-3000:]}")
     dice = json.loads((work / "run" / "dice.json").read_text())["validation"]["mean"]
     return {"arm": arm, "budget": budget, "seed": seed, "dice": round(dice["mean"], 4),
-            "pretrained_weights": weights,
+            "pretrained_weights": weights, **({"recipe": recipe} if recipe else {}),
             "per_class": {k: round(v, 4) for k, v in dice.items() if k != "mean"},
             "epochs": FT_EPOCHS, "iterations": FT_ITERS, "threads": threads,
             "wall_s": round(time.perf_counter() - t, 1), "date": time.strftime("%Y-%m-%d"),
@@ -407,6 +423,25 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                     with FINETUNE.open("a") as f:
                         f.write(json.dumps(row) + "\n")
                     print(json.dumps(row), flush=True)
+
+
+def cmd_explore(args: argparse.Namespace) -> None:
+    """Exploratory, not part of the pre-registered analysis (explore.jsonl): the arms with
+    the other arm's fine-tuning recipe, to tell the pretrained weights from the learning
+    rate and deep supervision the pretrained arms use."""
+    done = set()
+    if EXPLORE.is_file():
+        done = {
+            (r["arm"], r["budget"], r["seed"], r["recipe"]) for r in map(json.loads, EXPLORE.open())
+        }
+    for seed in args.seeds:
+        for arm in args.arms:
+            key = (arm, 2, seed, args.recipe)
+            if key not in done:
+                row = _finetune(arm, 2, seed, args.threads, recipe=args.recipe)
+                with EXPLORE.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
 
 
 def _paired(rows: list[dict], arm: str, budget: int) -> tuple[float, float, float, int]:
@@ -579,6 +614,11 @@ def main() -> None:
                     help="continue with pretrained networks other than the pinned ones "
                          "(checkpoints.json; RESULTS.md must say so)")  # fmt: skip
     sub.add_parser("report")
+    ex = sub.add_parser("explore")
+    ex.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    ex.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ex.add_argument("--recipe", choices=("scratch", "pretrained"), required=True)
+    ex.add_argument("--threads", type=int, default=None, help="torch threads per run")
     fig = sub.add_parser("figure")
     fig.add_argument(
         "--seed",
@@ -589,7 +629,8 @@ def main() -> None:
     fig.add_argument("--case", default=None, help="the test slice (default: the middle one)")
     args = ap.parse_args()
     commands = {"prepare": cmd_prepare, "pretrain": cmd_pretrain, "probe": cmd_probe,
-                "finetune": cmd_finetune, "report": cmd_report, "figure": cmd_figure}  # fmt: skip
+                "finetune": cmd_finetune, "report": cmd_report, "figure": cmd_figure,
+                "explore": cmd_explore}  # fmt: skip
     commands[args.cmd](args)
 
 
