@@ -482,7 +482,11 @@ def cmd_report(_: argparse.Namespace) -> None:
                 diff = ""
                 if arm != "scratch":
                     m, lo, hi, n = _paired(rows, arm, budget)
-                    diff = f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}] (n={n})"
+                    diff = (
+                        f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}] (n={n})"
+                        if n >= 2
+                        else f"n={n}: no interval"
+                    )
                 print(f"| {arm if arm != 'scratch' or base == 'scratch' else base} | {budget} | "
                       f"{cells} | {np.mean(list(vals.values())):.3f} | {diff} |")  # fmt: skip
         if base == "scratch":
