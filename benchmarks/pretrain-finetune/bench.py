@@ -409,39 +409,41 @@ def _finetune(
             "machine": f"{platform.machine()}, {os.cpu_count()} cores"}  # fmt: skip
 
 
+def _run_missing(
+    path: Path,
+    runs: list[tuple[str, int, int, str | None]],
+    threads: int | None,
+    accept_new: bool = False,
+) -> None:
+    """Each (arm, budget, seed, recipe) of ``runs`` not yet in ``path``, in the order given:
+    run it, then append its row (so a stopped session loses at most the run in progress)."""
+    done = set()
+    if path.is_file():
+        done = {
+            (r["arm"], r["budget"], r["seed"], r.get("recipe"))
+            for r in map(json.loads, path.open())
+        }
+    for arm, budget, seed, recipe in runs:
+        if (arm, budget, seed, recipe) not in done:
+            row = _finetune(arm, budget, seed, threads, accept_new, recipe)
+            with path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+
+
 def cmd_finetune(args: argparse.Namespace) -> None:
     """Every arm x budget x seed not yet in finetune.jsonl: the budgets in the order given (the
     primary 2 slices first), within a budget seed by seed (each seed's arms together: paired)."""
-    done = set()
-    if FINETUNE.is_file():
-        done = {(r["arm"], r["budget"], r["seed"]) for r in map(json.loads, FINETUNE.open())}
-    for budget in args.budgets:
-        for seed in args.seeds:
-            for arm in args.arms:
-                if (arm, budget, seed) not in done:
-                    row = _finetune(arm, budget, seed, args.threads, args.accept_new_weights)
-                    with FINETUNE.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    print(json.dumps(row), flush=True)
+    runs = [(a, b, s, None) for b in args.budgets for s in args.seeds for a in args.arms]
+    _run_missing(FINETUNE, runs, args.threads, args.accept_new_weights)
 
 
 def cmd_explore(args: argparse.Namespace) -> None:
     """Exploratory, not part of the pre-registered analysis (explore.jsonl): the arms with
     the other arm's fine-tuning recipe, to tell the pretrained weights from the learning
     rate and deep supervision the pretrained arms use."""
-    done = set()
-    if EXPLORE.is_file():
-        done = {
-            (r["arm"], r["budget"], r["seed"], r["recipe"]) for r in map(json.loads, EXPLORE.open())
-        }
-    for seed in args.seeds:
-        for arm in args.arms:
-            key = (arm, 2, seed, args.recipe)
-            if key not in done:
-                row = _finetune(arm, 2, seed, args.threads, recipe=args.recipe)
-                with EXPLORE.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(json.dumps(row), flush=True)
+    runs = [(a, 2, s, args.recipe) for s in args.seeds for a in args.arms]
+    _run_missing(EXPLORE, runs, args.threads)
 
 
 def _paired(rows: list[dict], arm: str, budget: int) -> tuple[float, float, float, int]:
@@ -514,14 +516,11 @@ def _by_pretraining(rows: list[dict]) -> None:
                 print(f"| {arm} | {budget} | {net} | {seeds} | {cells} |")
 
 
-def _prediction(arm: str, budget: int, seed: int, case: str) -> np.ndarray | None:
-    """The fine-tuned network's prediction for a test slice (nnU-Net's validation output in
-    the run's folder), or None when that run's folder is not in the cache."""
-    import SimpleITK as sitk
-
+def _prediction(arm: str, budget: int, seed: int, case: str) -> Path | None:
+    """The file of the fine-tuned network's prediction for a test slice (nnU-Net's validation
+    output in the run's folder), or None when that run's folder is not in the cache."""
     work = WORK / f"ptft_ft_{arm}_b{budget}_s{seed}_e{FT_EPOCHS}" / "run" / "nnUNet_results"
-    found = sorted(work.glob(f"*/*/fold_0/validation/{case}.nii.gz"))
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(found[0])))[0] if found else None
+    return next(iter(sorted(work.glob(f"*/*/fold_0/validation/{case}.nii.gz"))), None)
 
 
 def cmd_figure(args: argparse.Namespace) -> None:
@@ -531,6 +530,7 @@ def cmd_figure(args: argparse.Namespace) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import SimpleITK as sitk
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -579,7 +579,9 @@ def cmd_figure(args: argparse.Namespace) -> None:
     for arm in ARMS:
         dice = by.get((arm, 2, seed))
         title = f"{arm}, seed {seed}" + (f": Dice {dice:.3f}" if dice is not None else "")
-        panels.append((_prediction(arm, 2, seed, case), cmap, title))
+        found = _prediction(arm, 2, seed, case)
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(found)))[0] if found else None
+        panels.append((pred, cmap, title))
     for k, (img, cm, title) in enumerate(panels):
         ax = fig.add_subplot(grid[1, k])
         if img is None:
