@@ -534,6 +534,8 @@ def cmd_figure(args: argparse.Namespace) -> None:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
+    if not FINETUNE.is_file():
+        sys.exit(f"{FINETUNE} missing: run bench.py finetune first (the figure draws its rows)")
     rows = [json.loads(line) for line in FINETUNE.open()]
     by = {(r["arm"], r["budget"], r["seed"]): r["dice"] for r in rows}
     info = _info()
